@@ -1,0 +1,46 @@
+import pytest
+
+from em_spark.config import load_config
+from em_spark.errors import ConfigError
+
+
+def test_defaults_work_offline():
+    config = load_config()
+    assert config.lakehouse.root == "./lakehouse"
+    assert config.mlflow.tracking_uri.startswith("sqlite:///")
+    assert config.mode == "link"
+
+
+def test_set_overrides_parse_like_yaml(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("mode: dedupe\nlakehouse:\n  root: /tmp/a\n")
+    config = load_config(path, ["lakehouse.root=/tmp/b", "spark.master=local[1]"])
+    assert config.mode == "dedupe"
+    assert config.lakehouse.root == "/tmp/b"
+    assert config.spark.master == "local[1]"
+
+
+def test_unknown_key_is_named(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("lakehouse:\n  rooot: x\n")
+    with pytest.raises(ConfigError, match=r"lakehouse\.rooot: unknown key"):
+        load_config(path)
+
+
+def test_bad_value_is_named():
+    with pytest.raises(ConfigError, match=r"mode: "):
+        load_config(None, ["mode=both"])
+
+
+def test_missing_file_and_bad_override():
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config("/nonexistent/em.yaml")
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        load_config(None, ["mode"])
+
+
+def test_invalid_yaml(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("mode: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
