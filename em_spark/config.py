@@ -111,6 +111,8 @@ class Config(Section):
     mode: Literal["link", "dedupe"] = "link"
     # Attribute order used by serialization and features; default: the ingest column order.
     attributes: list[str] | None = None
+    # Reports (JSON, charts, HTML) written by jobs, one subfolder per job.
+    reports_dir: str = "./reports"
     spark: SparkConf = Field(default_factory=SparkConf)
     lakehouse: LakehouseConf = Field(default_factory=LakehouseConf)
     mlflow: MlflowConf = Field(default_factory=MlflowConf)

@@ -34,6 +34,7 @@ def demo_base(root: str, fast: bool) -> dict[str, Any]:
     base: dict[str, Any] = {
         "mode": "link",
         "lakehouse": {"root": root},
+        "reports_dir": str(Path(root) / "_reports"),
         "mlflow": {"tracking_uri": f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"},
         "ingest": {
             "left": {"path": str(data / "tableA.csv")},
