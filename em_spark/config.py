@@ -21,6 +21,8 @@ class Section(BaseModel):
 
 class SparkConf(Section):
     master: str = "local[*]"
+    # Spark Connect: "sc://host:15002" for a remote server, or "local[2]" to start one here.
+    remote: str | None = None
     app_name: str = "em-spark"
     # Delta jars resolve from Maven Central through spark.jars.packages and are cached in ~/.ivy2.
     conf: dict[str, str] = Field(

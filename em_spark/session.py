@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from importlib.metadata import PackageNotFoundError, version
 
 import pyspark
@@ -47,9 +48,10 @@ def get_spark(conf: SparkConf | None = None) -> SparkSession:
     # Workers must run this interpreter, or they start a Python without our packages.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    builder = SparkSession.builder
+    builder = builder.remote(conf.remote) if conf.remote else builder.master(conf.master)
     builder = (
-        SparkSession.builder.master(conf.master)
-        .appName(conf.app_name)
+        builder.appName(conf.app_name)
         .config("spark.sql.extensions", DELTA_EXTENSION)
         .config("spark.sql.catalog.spark_catalog", DELTA_CATALOG)
     )
@@ -61,7 +63,13 @@ def get_spark(conf: SparkConf | None = None) -> SparkSession:
     for key, value in conf.conf.items():
         if key != "spark.jars.packages":
             builder = builder.config(key, value)
-    log.info("starting local Spark (%s) with %s", conf.master, packages[0])
+    log.info("starting Spark (%s) with %s", conf.remote or conf.master, packages[0])
+    if conf.remote:
+        # A local Connect server takes these settings at start; the client then re-sends
+        # them and Spark warns that static ones can't change. The warnings are harmless.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return builder.getOrCreate()
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(conf.log_level)
     return spark
