@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--root", default=None, help="lakehouse folder (default ./lakehouse)")
     p.add_argument("--fast", action="store_true", help="smaller training budget (for CI)")
+    p = sub.add_parser("config", help="print the effective config (defaults + file + --set) as YAML")
+    _add_config_args(p)
     p = sub.add_parser("sql", help="run a SQL query over the em-spark tables and views")
     _add_config_args(p)
     p.add_argument("query")
@@ -96,6 +98,11 @@ def dispatch(args: argparse.Namespace) -> int:
         run_demo(root=args.root, overrides=args.overrides, config_path=args.config, fast=args.fast)
         return 0
     config = _config(args)
+    if command == "config":
+        import yaml
+
+        print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+        return 0
     if command == "sql":
         from em_spark.sql import run_sql
 
