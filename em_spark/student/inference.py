@@ -1,0 +1,216 @@
+"""The student at inference time: load, verdict in one forward pass, greedy rationale.
+
+Imports torch and transformers but never pyspark: the GPU machine and the scoring UDFs
+call this module directly. A saved student is one folder (``<dir>/student/``) holding the
+Hugging Face model, its tokenizer and ``em_student.json`` (threshold, serializer settings,
+attribute order, target texts), so scoring reproduces training exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from em_spark.errors import InputError
+from em_spark.serialize import SerializerSettings, serialize_pair
+
+STUDENT_DIR = "student"
+META_FILE = "em_student.json"
+MATCH_TEXT = "match"
+NO_MATCH_TEXT = "no match"
+FORMAT_VERSION = 1
+# Schemes that name an MLflow artifact rather than a local folder.
+_MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/", "dbfs:/", "s3://", "gs://", "abfss://")
+_VERDICT = re.compile(r"^\s*(no\s+match|match)\b[\s:;,.\-]*", re.IGNORECASE)
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def parse_verdict(text: str) -> tuple[str | None, str]:
+    """``"no match: prices differ"`` -> ``("no_match", "prices differ")``; unreadable -> None."""
+    found = _VERDICT.match(text or "")
+    if found is None:
+        return None, (text or "").strip()
+    verdict = "match" if found.group(1).lower() == MATCH_TEXT else "no_match"
+    return verdict, text[found.end() :].strip()
+
+
+def label_start_ids(tokenizer: Any) -> tuple[int, int]:
+    """First token ids of "match" and "no match" as the decoder would produce them."""
+    match_ids = tokenizer(MATCH_TEXT, add_special_tokens=False)["input_ids"]
+    no_match_ids = tokenizer(NO_MATCH_TEXT, add_special_tokens=False)["input_ids"]
+    if not match_ids or not no_match_ids or match_ids[0] == no_match_ids[0]:
+        raise InputError(
+            f"tokenizer gives '{MATCH_TEXT}' and '{NO_MATCH_TEXT}' the same first token; "
+            "p_match needs distinct ones"
+        )
+    return match_ids[0], no_match_ids[0]
+
+
+def save_student(
+    model: Any,
+    tokenizer: Any,
+    out_dir: str | Path,
+    threshold: float,
+    settings: SerializerSettings,
+    attributes: Sequence[str] | None,
+    extra: dict[str, Any],
+    max_input_tokens: int = 256,
+) -> Path:
+    """Write ``<out_dir>/student/`` (model, tokenizer, em_student.json); return that folder."""
+    folder = Path(out_dir) / STUDENT_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    meta = {
+        "format": FORMAT_VERSION,
+        "threshold": float(threshold),
+        "settings": settings.to_dict(),
+        "attributes": list(attributes) if attributes is not None else None,
+        "max_input_tokens": int(max_input_tokens),
+        "targets": {"match": MATCH_TEXT, "no_match": NO_MATCH_TEXT},
+        "extra": extra,
+    }
+    (folder / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
+    return folder
+
+
+def resolve_model_dir(uri: str) -> Path:
+    """A local model folder for ``uri``: a path, or MLflow artifacts downloaded once."""
+    if uri.startswith(_MLFLOW_SCHEMES):
+        import mlflow
+
+        uri = mlflow.artifacts.download_artifacts(artifact_uri=uri)
+    root = Path(uri)
+    if not root.exists():
+        raise InputError(f"student model not found: {uri}")
+    return root
+
+
+def find_student_dir(root: Path) -> Path:
+    """The folder holding em_student.json: ``root`` itself, ``root/student`` or below."""
+    if (root / META_FILE).is_file():
+        return root
+    found = sorted(root.rglob(META_FILE), key=lambda p: len(p.parts))
+    if not found:
+        raise InputError(f"{root}: no {META_FILE} (not a saved em-spark student)")
+    return found[0].parent
+
+
+def pick_device(device: str | None) -> torch.device:
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device)
+
+
+def pick_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
+    """Auto: bf16 on a GPU that has it, else fp32 (CPU fp32 is the safe default)."""
+    if dtype is None:
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    if dtype not in _DTYPES:
+        raise InputError(f"dtype {dtype!r}: expected one of {sorted(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+class StudentPredictor:
+    """A loaded student: serialize pairs, read verdicts (p_match), generate rationales."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        threshold: float,
+        settings: SerializerSettings,
+        attributes: list[str] | None,
+        max_input_tokens: int = 256,
+        extra: dict[str, Any] | None = None,
+    ):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.threshold = float(threshold)
+        self.settings = settings
+        self.attributes = attributes
+        self.max_input_tokens = int(max_input_tokens)
+        self.extra = dict(extra or {})
+        self.match_id, self.no_match_id = label_start_ids(tokenizer)
+        self.decoder_start_id = int(model.config.decoder_start_token_id)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @classmethod
+    def load(cls, uri: str, device: str | None = None, dtype: str | None = None) -> "StudentPredictor":
+        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+        folder = find_student_dir(resolve_model_dir(str(uri)))
+        meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+        dev = pick_device(device)
+        model = AutoModelForSeq2SeqLM.from_pretrained(folder, dtype=pick_dtype(dtype, dev))
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        return cls(
+            model.to(dev),
+            tokenizer,
+            threshold=meta["threshold"],
+            settings=SerializerSettings(**meta["settings"]),
+            attributes=meta.get("attributes"),
+            max_input_tokens=meta.get("max_input_tokens", 256),
+            extra=meta.get("extra"),
+        )
+
+    def serialize(self, left: Mapping, right: Mapping) -> str:
+        return serialize_pair(left, right, self.attributes, self.settings)
+
+    def _batches(self, texts: Sequence[str], batch_size: int) -> Iterator[tuple[np.ndarray, dict]]:
+        """Tokenized batches in input-length order (less padding); yields original indices."""
+        encoded = self.tokenizer(
+            list(texts), truncation=True, max_length=self.max_input_tokens, add_special_tokens=True
+        )["input_ids"]
+        order = np.argsort([len(ids) for ids in encoded], kind="stable")
+        pad_id = self.tokenizer.pad_token_id
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            width = max(len(encoded[i]) for i in idx)
+            ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            for row, i in enumerate(idx):
+                ids[row, : len(encoded[i])] = torch.tensor(encoded[i])
+                mask[row, : len(encoded[i])] = 1
+            yield idx, {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
+
+    def p_match(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """P("match" | first decoder step), renormalized over the two verdict starts."""
+        out = np.zeros(len(texts), dtype=np.float64)
+        with torch.inference_mode():
+            for idx, batch in self._batches(texts, batch_size):
+                start = torch.full(
+                    (len(idx), 1), self.decoder_start_id, dtype=torch.long, device=self.device
+                )
+                logits = self.model(**batch, decoder_input_ids=start, use_cache=False).logits[:, 0, :]
+                pair = logits[:, [self.match_id, self.no_match_id]].float()
+                out[idx] = torch.softmax(pair, dim=-1)[:, 0].cpu().numpy()
+        return out
+
+    def generate(self, texts: Sequence[str], max_new_tokens: int = 48, batch_size: int = 64) -> list[str]:
+        """Greedy decoding with the KV cache: "match ..." / "no match ..." per text."""
+        out: list[str] = [""] * len(texts)
+        with torch.inference_mode():
+            for idx, batch in self._batches(texts, batch_size):
+                generated = self.model.generate(
+                    **batch,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    num_beams=1,
+                    use_cache=True,
+                )
+                decoded = self.tokenizer.batch_decode(generated, skip_special_tokens=True)
+                for i, text in zip(idx, decoded):
+                    out[i] = text.strip()
+        return out
