@@ -89,8 +89,99 @@ class BlockConf(Section):
     model_config = ConfigDict(extra="allow", validate_assignment=True)
 
 
+class SecretRef(Section):
+    """A Databricks secret (read with dbutils); the value itself is never in config."""
+
+    scope: str
+    key: str
+
+
+class OpenAIBackendConf(Section):
+    """Any OpenAI-compatible chat-completions endpoint (vLLM server, Databricks serving)."""
+
+    # e.g. http://127.0.0.1:8000/v1 (vLLM) or https://<workspace>/serving-endpoints
+    base_url: str = "http://127.0.0.1:8000/v1"
+    model: str = "mistralai/Mistral-7B-Instruct-v0.3"
+    # The NAME of the environment variable holding the key (never the key itself).
+    api_key_env: str | None = "OPENAI_API_KEY"
+    api_key_secret: SecretRef | None = None
+    # Requests in flight at once, per Spark task.
+    max_concurrency: int = Field(default=8, ge=1, le=1024)
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=5, ge=0)
+    backoff_base_s: float = Field(default=1.0, ge=0)
+    backoff_max_s: float = Field(default=60.0, ge=0)
+    temperature: float = 0.0
+    max_tokens: int = Field(default=256, ge=1)
+    # Send response_format=json_schema (vLLM's server and Databricks support it).
+    json_schema: bool = False
+
+
+class TransformersBackendConf(Section):
+    """A local causal LM by hub id or path, batched generate(), CPU or GPU."""
+
+    model: str = "mistralai/Mistral-7B-Instruct-v0.3"
+    device: str = "auto"  # auto | cpu | cuda | cuda:1 ...
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    batch_size: int = Field(default=8, ge=1)
+    max_new_tokens: int = Field(default=128, ge=1)
+
+
+class VllmBackendConf(Section):
+    """vLLM's offline engine on GPU executors (one engine per Python worker)."""
+
+    model: str = "mistralai/Mistral-7B-Instruct-v0.3"
+    tensor_parallel_size: int = Field(default=1, ge=1)
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    max_model_len: int | None = None
+    dtype: str = "auto"
+    temperature: float = 0.0
+    max_tokens: int = Field(default=256, ge=1)
+    # Requests handed to LLM.chat at once (vLLM batches them internally).
+    batch_size: int = Field(default=256, ge=1)
+    # JSON-schema guided decoding where the installed vLLM supports it.
+    json_schema: bool = True
+    # Run the engine in its own spawned process, so CUDA never starts in a forked worker.
+    own_process: bool = True
+    # Extra keyword arguments for vllm.LLM(...), e.g. {"enforce_eager": true}.
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class TeachValidationConf(Section):
+    min_chars: int = Field(default=20, ge=1)
+    max_chars: int = Field(default=1200, ge=1)
+    # Rows whose quoted values / identifiers are found in the records less often are invalid.
+    min_grounding: float = Field(default=0.5, ge=0, le=1)
+
+
 class TeachConf(Section):
-    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    """The teacher: explanations for labeled pairs (docs/TEACHER.md)."""
+
+    backend: Literal["rules", "openai", "transformers", "vllm"] = "rules"
+    # Stored in every row's `teacher` column; default: rules | openai:<model> | ...
+    teacher: str | None = None
+    # A built-in template name (em_spark/teacher/prompts/<name>.yaml) or a YAML path.
+    prompt: str = "rationalize-v1"
+    predict_prompt: str = "predict-v1"
+    # Label-free bootstrap: explain unlabeled candidates, the label comes from the teacher.
+    predict: bool = False
+    splits: list[str] = Field(default_factory=lambda: ["train"])
+    # Demonstrations: the same pair of labeled train pairs for every request, or the most
+    # similar match / non-match from a pool of labeled train pairs.
+    demonstrations: Literal["fixed", "retrieved", "none"] = "fixed"
+    demonstration_pool: int = Field(default=64, ge=1)
+    # Rows per committed chunk (one Delta MERGE each); a crash loses at most one chunk.
+    chunk_rows: int = Field(default=2000, ge=1)
+    # Requests handed to the backend at once inside a task.
+    batch_size: int = Field(default=32, ge=1)
+    # Abort the job when more than this share of a chunk failed (e.g. endpoint down).
+    max_failed_share: float = Field(default=0.5, ge=0, le=1)
+    max_words_per_attribute: int = Field(default=48, ge=1)
+    max_words_per_record: int = Field(default=96, ge=1)
+    validation: TeachValidationConf = Field(default_factory=TeachValidationConf)
+    openai: OpenAIBackendConf = Field(default_factory=OpenAIBackendConf)
+    transformers: TransformersBackendConf = Field(default_factory=TransformersBackendConf)
+    vllm: VllmBackendConf = Field(default_factory=VllmBackendConf)
 
 
 class TrainConf(Section):
@@ -102,11 +193,30 @@ class ScoreConf(Section):
 
 
 class EvaluateConf(Section):
-    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    """Metrics on the labeled pairs of one split, curves, and the HTML review report."""
+
+    split: str = "test"
+    # The threshold the verdicts were made at (reported beside P/R/F1); default:
+    # score.threshold when scoring defines one, else 0.5.
+    threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    # A labeled pair that blocking never proposed: "no_match" counts it as predicted
+    # no_match (end-to-end metrics); "exclude" scores the matcher on proposed pairs only.
+    missing_pairs: Literal["no_match", "exclude"] = "no_match"
+    sweep_points: int = Field(default=101, ge=3, le=10001)
+    # Pairs per category (matches, non-matches, false positives, ...) in the HTML report.
+    report_samples: int = Field(default=40, ge=1, le=5000)
+    seed: int = 13
+    log_mlflow: bool = True
 
 
 class ResolveConf(Section):
-    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    """Connected components of accepted matches -> entities."""
+
+    # Only pairs with verdict "match" (and p_match >= min_p_match, when set) join records.
+    min_p_match: float | None = Field(default=None, ge=0.0, le=1.0)
+    # Safety net: alternating large-star / small-star converges in O(log n) rounds.
+    max_rounds: int = Field(default=100, ge=1)
+    largest_clusters: int = Field(default=20, ge=0)
 
 
 class Config(Section):
