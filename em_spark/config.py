@@ -185,7 +185,45 @@ class TeachConf(Section):
 
 
 class TrainConf(Section):
-    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    """The student (em_spark.student; docs/STUDENT.md)."""
+
+    # "tiny" (~10M) / "small" (~60M): offline T5 presets; else a HF seq2seq hub id or path.
+    model: str = "tiny"
+    # explained: "match"/"no match" + explanation; label_only: the verdict alone;
+    # shuffled / truncated: ablations (explanations permuted within a label / first k words).
+    mode: Literal["explained", "label_only", "shuffled", "truncated"] = "explained"
+    teacher: str = "rules"
+    truncate_words: int = Field(default=8, ge=1)
+    use_pseudo_labels: bool = False
+    max_epochs: int = Field(default=8, ge=1)
+    # Wall-clock budget for the optimization loop (validation included).
+    budget_minutes: float = Field(default=4.0, gt=0)
+    batch_size: int = Field(default=16, ge=1)
+    grad_accum: int = Field(default=1, ge=1)
+    # None: 1e-3 for a preset trained from scratch, 3e-4 for a pretrained checkpoint.
+    learning_rate: float | None = Field(default=None, gt=0)
+    weight_decay: float = 0.01
+    warmup_steps: int = Field(default=50, ge=0)
+    # Early stopping: stop after this many validations without a better valid F1.
+    patience: int = Field(default=3, ge=1)
+    # Validate every N optimizer steps (None: once per epoch).
+    eval_every_steps: int | None = Field(default=None, ge=1)
+    seed: int = 13
+    max_input_tokens: int = Field(default=256, ge=16)
+    max_target_tokens: int = Field(default=64, ge=2)
+    max_words_per_attribute: int = Field(default=48, ge=1)
+    max_words_per_record: int = Field(default=96, ge=1)
+    # Loss weight of matching pairs; None: balanced (negatives / positives).
+    positive_weight: float | None = Field(default=None, gt=0)
+    eval_batch_size: int = Field(default=64, ge=1)
+    device: str | None = None  # None: cuda if available
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on a GPU that has it
+    # Span-corruption pretraining steps of a preset on the unlabeled records (0: off).
+    pretrain_steps: int = Field(default=0, ge=0)
+    # Fit the similarity-feature prefilter and ship it with the model (<model>/prefilter/).
+    prefilter: bool = True
+    prefilter_recall: float = Field(default=0.99, gt=0, le=1)
+    register_model: bool = True
 
 
 class ScoreConf(Section):
