@@ -309,7 +309,31 @@ class TrainConf(Section):
 
 
 class ScoreConf(Section):
-    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    """Scoring candidates into ``predictions`` (em_spark.scoring; docs/SCORING.md)."""
+
+    # A model folder or models:/<name>/<version>; None: the latest registered version of
+    # mlflow.registered_model.
+    model_uri: str | None = None
+    # Verdict threshold on p_match; None: the threshold saved with the model.
+    threshold: float | None = Field(default=None, ge=0, le=1)
+    # Let the similarity-feature prefilter shipped with the model settle obvious non-matches.
+    prefilter: bool = True
+    # Which student-scored pairs get a generated rationale (the rest: null). uncertain =
+    # |p_match - threshold| <= uncertain_band.
+    rationale: Literal["none", "matches", "uncertain", "all"] = "matches"
+    uncertain_band: float = Field(default=0.1, ge=0, le=1)
+    max_new_tokens: int = Field(default=48, ge=1)
+    # Pairs per forward pass on a CPU / on a GPU.
+    batch_size: int = Field(default=64, ge=1)
+    gpu_batch_size: int = Field(default=512, ge=1)
+    # auto: the task's GPU resource if it has one, else cpu.
+    device: str = "auto"
+    # auto: bfloat16 (or float16 where bf16 is missing) on a GPU, float32 on a CPU.
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    # Candidates per committed chunk (one Delta MERGE each); a crash loses at most one.
+    chunk_pairs: int = Field(default=200_000, ge=1)
+    # Spark tasks per chunk (None: spark.sql.shuffle.partitions).
+    partitions: int | None = Field(default=None, ge=1)
 
 
 class EvaluateConf(Section):
