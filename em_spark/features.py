@@ -1,0 +1,318 @@
+"""Similarity features and the feature matcher: the scoring prefilter and the ``features``
+baseline matcher (pure Python: rapidfuzz + scikit-learn, no pyspark, no torch).
+
+Features of a pair (left, right), both ``Mapping[str, object]`` records:
+
+- per aligned attribute (the same name on both sides): character ratio, token-set and
+  token-sort ratio, Jaro-Winkler, numeric relative difference (when both values are
+  numbers), shared "code" tokens (tokens with a digit: model numbers, years); -1
+  (:data:`MISSING`) where a side is empty or a feature does not apply, so the trees learn
+  what missing means (a sentinel, not NaN: an all-NaN column breaks histogram binning);
+- over the whole record text (every value, in attribute order): the same string scores,
+  the Jaccard of tokens and of code tokens, and the length ratio.
+
+Values are lower-cased and cut to :data:`MAX_CHARS` characters first: a 100 KB
+description costs as much as a short one (rapidfuzz is quadratic in the worst case).
+
+The model is a scikit-learn ``HistGradientBoostingClassifier`` (fast on many rows, balanced
+class weights). Two thresholds are chosen on the validation pairs:
+``prefilter_threshold``, the highest threshold that still keeps recall >= the target,
+capped at 0.5 (pairs below it are settled as non-matches without the student), and ``f1_threshold``,
+the best validation F1 (the baseline matcher's decision).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import joblib
+import numpy as np
+from rapidfuzz import fuzz, process
+from rapidfuzz.distance import JaroWinkler
+from sklearn.ensemble import HistGradientBoostingClassifier
+
+from em_spark.serialize import clean_value
+
+MAX_CHARS = 512
+MISSING = -1.0
+FORMAT_VERSION = 1
+_META = "feature_matcher.json"
+_MODEL = "model.joblib"
+
+Pair = tuple[Mapping[str, object], Mapping[str, object], int]
+
+_TOKEN = re.compile(r"[a-z0-9]+(?:[.\-/][a-z0-9]+)*")
+_NUMBER = re.compile(r"^[^0-9\-+.]*([-+]?\d+(?:[.,]\d+)?)")
+
+# rapidfuzz scorers computed element-wise over aligned lists (process.cpdist, in C++).
+_STRING_SCORERS = {
+    "ratio": fuzz.ratio,
+    "token_set": fuzz.token_set_ratio,
+    "token_sort": fuzz.token_sort_ratio,
+    "jaro_winkler": JaroWinkler.normalized_similarity,
+}
+
+
+def _text(value: object) -> str:
+    return clean_value(value).lower()[:MAX_CHARS]
+
+
+def _number(text: str) -> float | None:
+    match = _NUMBER.match(text)
+    if match is None:
+        return None
+    try:
+        return float(match.group(1).replace(",", "."))
+    except ValueError:  # pragma: no cover - the regex only matches numbers
+        return None
+
+
+def _numeric_difference(a: str, b: str) -> float:
+    x, y = _number(a), _number(b)
+    if x is None or y is None:
+        return math.nan
+    scale = max(abs(x), abs(y))
+    return 0.0 if scale == 0 else abs(x - y) / scale
+
+
+def _jaccard(a: set[str], b: set[str]) -> float:
+    if not a or not b:
+        return math.nan
+    return len(a & b) / len(a | b)
+
+
+def _codes(tokens: set[str]) -> set[str]:
+    return {t for t in tokens if any(c.isdigit() for c in t)}
+
+
+def infer_attributes(records: Sequence[Mapping[str, object]]) -> list[str]:
+    """Attribute names in order of first appearance over ``records``."""
+    seen: dict[str, None] = {}
+    for record in records:
+        for name in record:
+            seen.setdefault(str(name), None)
+    return list(seen)
+
+
+def feature_names(attributes: Sequence[str]) -> list[str]:
+    names = []
+    for attr in attributes:
+        names += [f"{attr}.{s}" for s in _STRING_SCORERS]
+        names += [f"{attr}.num_diff", f"{attr}.code_jaccard"]
+    names += [f"record.{s}" for s in _STRING_SCORERS]
+    names += ["record.token_jaccard", "record.code_jaccard", "record.length_ratio"]
+    return names
+
+
+def _string_scores(lefts: list[str], rights: list[str]) -> np.ndarray:
+    """(n, len(_STRING_SCORERS)) scores in [0, 1]; NaN (later MISSING) where a side is empty."""
+    out = np.empty((len(lefts), len(_STRING_SCORERS)), dtype=np.float32)
+    for j, scorer in enumerate(_STRING_SCORERS.values()):
+        scores = process.cpdist(lefts, rights, scorer=scorer, dtype=np.float32, workers=1)
+        out[:, j] = scores / 100.0 if scorer is not JaroWinkler.normalized_similarity else scores
+    empty = np.fromiter((not a or not b for a, b in zip(lefts, rights)), bool, len(lefts))
+    out[empty] = np.nan
+    return out
+
+
+def pair_features(
+    lefts: Sequence[Mapping[str, object]],
+    rights: Sequence[Mapping[str, object]],
+    attributes: Sequence[str],
+) -> np.ndarray:
+    """The feature matrix (n pairs x ``len(feature_names(attributes))``), float32."""
+    if len(lefts) != len(rights):
+        raise ValueError(f"{len(lefts)} left records but {len(rights)} right records")
+    n = len(lefts)
+    columns: list[np.ndarray] = []
+    record_l: list[list[str]] = [[] for _ in range(n)]
+    record_r: list[list[str]] = [[] for _ in range(n)]
+    for attr in attributes:
+        a = [_text(rec.get(attr)) for rec in lefts]
+        b = [_text(rec.get(attr)) for rec in rights]
+        for i in range(n):
+            record_l[i].append(a[i])
+            record_r[i].append(b[i])
+        columns.append(_string_scores(a, b))
+        extra = np.empty((n, 2), dtype=np.float32)
+        for i in range(n):
+            extra[i, 0] = _numeric_difference(a[i], b[i])
+            extra[i, 1] = _jaccard(_codes(set(_TOKEN.findall(a[i]))), _codes(set(_TOKEN.findall(b[i]))))
+        columns.append(extra)
+    whole_l = [" ".join(v for v in values if v)[:MAX_CHARS] for values in record_l]
+    whole_r = [" ".join(v for v in values if v)[:MAX_CHARS] for values in record_r]
+    columns.append(_string_scores(whole_l, whole_r))
+    extra = np.empty((n, 3), dtype=np.float32)
+    for i in range(n):
+        ta, tb = set(_TOKEN.findall(whole_l[i])), set(_TOKEN.findall(whole_r[i]))
+        extra[i, 0] = _jaccard(ta, tb)
+        extra[i, 1] = _jaccard(_codes(ta), _codes(tb))
+        la, lb = len(whole_l[i]), len(whole_r[i])
+        extra[i, 2] = min(la, lb) / max(la, lb) if max(la, lb) else math.nan
+    columns.append(extra)
+    if not n:
+        return np.empty((0, len(feature_names(attributes))), np.float32)
+    matrix = np.hstack(columns)
+    matrix[np.isnan(matrix)] = MISSING
+    return matrix
+
+
+def threshold_for_recall(labels: np.ndarray, scores: np.ndarray, target_recall: float) -> float:
+    """The highest threshold t with recall(scores >= t) >= ``target_recall`` (0 if no positive)."""
+    positives = np.sort(scores[labels == 1])
+    if positives.size == 0:
+        return 0.0
+    # Keep at least ceil(target * P) positives: the threshold is the score of the weakest kept.
+    keep = math.ceil(target_recall * positives.size - 1e-9)
+    return float(positives[positives.size - keep]) if keep > 0 else float(positives[-1])
+
+
+def threshold_for_f1(labels: np.ndarray, scores: np.ndarray) -> float:
+    """The threshold with the best F1 over ``scores >= t`` (0.5 if there is no positive)."""
+    if not (labels == 1).any():
+        return 0.5
+    order = np.argsort(-scores, kind="stable")
+    sorted_scores, sorted_labels = scores[order], labels[order]
+    tp = np.cumsum(sorted_labels == 1)
+    fp = np.cumsum(sorted_labels != 1)
+    # Only cut between distinct scores: the last index of each run of equal scores.
+    last = np.r_[sorted_scores[1:] != sorted_scores[:-1], True]
+    f1 = np.where(last, 2 * tp / (tp + fp + tp[-1]), -1.0)
+    return float(sorted_scores[int(np.argmax(f1))])
+
+
+@dataclass
+class FeatureMatcher:
+    """Similarity features + gradient boosting, with two thresholds chosen on validation."""
+
+    attributes: list[str]
+    model: HistGradientBoostingClassifier
+    prefilter_threshold: float
+    f1_threshold: float
+    target_recall: float
+    valid_metrics: dict[str, float]
+
+    def predict_proba(
+        self, lefts: Sequence[Mapping[str, object]], rights: Sequence[Mapping[str, object]]
+    ) -> np.ndarray:
+        """P(match) per pair, shape (n,)."""
+        if len(lefts) == 0:
+            return np.empty(0, dtype=np.float64)
+        return self.model.predict_proba(pair_features(lefts, rights, self.attributes))[:, 1]
+
+    def save(self, directory: str | Path) -> Path:
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        joblib.dump(self.model, out / _MODEL)
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "attributes": self.attributes,
+            "feature_names": feature_names(self.attributes),
+            "prefilter_threshold": self.prefilter_threshold,
+            "f1_threshold": self.f1_threshold,
+            "target_recall": self.target_recall,
+            "valid_metrics": self.valid_metrics,
+        }
+        (out / _META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        return out
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "FeatureMatcher":
+        path = Path(directory)
+        meta_path = path / _META
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"{path}: no {_META} (not a saved FeatureMatcher)")
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{meta_path}: format_version {meta.get('format_version')} unsupported")
+        return cls(
+            attributes=list(meta["attributes"]),
+            model=joblib.load(path / _MODEL),
+            prefilter_threshold=float(meta["prefilter_threshold"]),
+            f1_threshold=float(meta["f1_threshold"]),
+            target_recall=float(meta["target_recall"]),
+            valid_metrics=dict(meta["valid_metrics"]),
+        )
+
+    @staticmethod
+    def is_saved(directory: str | Path) -> bool:
+        return (Path(directory) / _META).is_file()
+
+
+def _split(pairs: Sequence[Pair], where: str) -> tuple[list, list, np.ndarray]:
+    if not pairs:
+        raise ValueError(f"{where}: no pairs")
+    lefts, rights, labels = [], [], []
+    for i, pair in enumerate(pairs):
+        left, right, label = pair
+        if label not in (0, 1):
+            raise ValueError(f"{where}: pair {i} has label {label!r}, expected 0 or 1")
+        lefts.append(left)
+        rights.append(right)
+        labels.append(int(label))
+    return lefts, rights, np.asarray(labels, dtype=np.int64)
+
+
+def fit_prefilter(
+    train_pairs: Sequence[Pair],
+    valid_pairs: Sequence[Pair],
+    attributes: Sequence[str] | None = None,
+    target_recall: float = 0.99,
+    seed: int = 0,
+    max_iter: int = 300,
+    max_prefilter_threshold: float = 0.5,
+) -> FeatureMatcher:
+    """Fit the feature matcher on labeled pairs and choose its thresholds on validation.
+
+    ``train_pairs`` / ``valid_pairs``: sequences of ``(left, right, label)`` with ``left``
+    and ``right`` mappings from attribute name to value and ``label`` 0 or 1.
+    ``attributes``: the aligned attribute names (default: every name seen in training, in
+    order of first appearance). Early stopping holds out 10% of the training pairs.
+    """
+    tl, tr, ty = _split(train_pairs, "train pairs")
+    vl, vr, vy = _split(valid_pairs, "valid pairs")
+    if len(set(ty.tolist())) < 2:
+        raise ValueError("train pairs: need both matches and non-matches")
+    attrs = list(attributes) if attributes is not None else infer_attributes(tl + tr)
+    model = HistGradientBoostingClassifier(
+        max_iter=max_iter,
+        learning_rate=0.1,
+        class_weight="balanced",
+        early_stopping=len(ty) >= 200,
+        validation_fraction=0.1,
+        n_iter_no_change=20,
+        random_state=seed,
+    )
+    model.fit(pair_features(tl, tr, attrs), ty)
+    valid_scores = model.predict_proba(pair_features(vl, vr, attrs))[:, 1]
+    # Capped: a pair the feature model finds more likely a match than not is never settled
+    # without the student (on easy data every valid positive scores ~1.0).
+    prefilter = min(threshold_for_recall(vy, valid_scores, target_recall), max_prefilter_threshold)
+    best = threshold_for_f1(vy, valid_scores)
+    kept = valid_scores >= prefilter
+    metrics = {
+        "valid_pairs": float(len(vy)),
+        "valid_positives": float(vy.sum()),
+        "prefilter_recall": float(kept[vy == 1].mean()) if vy.any() else math.nan,
+        "prefilter_pass_rate": float(kept.mean()),
+        "f1": _f1(vy, valid_scores >= best),
+    }
+    return FeatureMatcher(
+        attributes=attrs,
+        model=model,
+        prefilter_threshold=prefilter,
+        f1_threshold=best,
+        target_recall=target_recall,
+        valid_metrics=metrics,
+    )
+
+
+def _f1(labels: np.ndarray, predicted: np.ndarray) -> float:
+    tp = float((predicted & (labels == 1)).sum())
+    denominator = float(predicted.sum() + (labels == 1).sum())
+    return 2 * tp / denominator if denominator else 0.0

@@ -1,0 +1,99 @@
+"""Similarity features and the feature matcher (prefilter + ``features`` baseline), no Spark."""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from em_spark.features import (
+    MISSING,
+    FeatureMatcher,
+    feature_names,
+    fit_prefilter,
+    pair_features,
+    threshold_for_f1,
+    threshold_for_recall,
+)
+from tests.conftest import DEMO_DATA
+
+
+def _table(path: Path) -> dict[str, dict[str, str]]:
+    with path.open(encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    return {r.pop("id"): r for r in rows}
+
+
+def demo_pairs(split: str) -> list[tuple[dict, dict, int]]:
+    a, b = _table(DEMO_DATA / "tableA.csv"), _table(DEMO_DATA / "tableB.csv")
+    with (DEMO_DATA / f"{split}.csv").open() as fh:
+        return [(a[r["ltable_id"]], b[r["rtable_id"]], int(r["label"])) for r in csv.DictReader(fh)]
+
+
+@pytest.fixture(scope="module")
+def matcher() -> FeatureMatcher:
+    return fit_prefilter(demo_pairs("train"), demo_pairs("valid"))
+
+
+def test_thresholds_on_hand_made_scores():
+    labels = np.array([1, 1, 1, 1, 0, 0, 0, 0])
+    scores = np.array([0.9, 0.8, 0.7, 0.2, 0.6, 0.3, 0.1, 0.05])
+    # recall 0.75 keeps the three best positives: the weakest kept scores 0.7
+    assert threshold_for_recall(labels, scores, 0.75) == pytest.approx(0.7)
+    assert threshold_for_recall(labels, scores, 0.99) == pytest.approx(0.2)
+    # F1 at 0.7: tp 3, fp 0, fn 1 -> 6/7, better than any other cut
+    assert threshold_for_f1(labels, scores) == pytest.approx(0.7)
+
+
+def test_feature_matrix_shape_and_missing_values():
+    left = {"name": "arnie morton's of chicago", "phone": "310-246-1501", "city": ""}
+    right = {"name": "arnie morton's", "phone": "310/246-1501"}
+    x = pair_features([left], [right], ["name", "phone", "city"])
+    assert x.shape == (1, len(feature_names(["name", "phone", "city"])))
+    names = feature_names(["name", "phone", "city"])
+    assert x[0, names.index("city.ratio")] == MISSING  # empty on one side, absent on the other
+    assert 0.0 < x[0, names.index("name.ratio")] < 1.0
+    assert x[0, names.index("name.token_set")] == pytest.approx(1.0)
+
+
+def test_matcher_on_demo_data_beats_anchor_and_keeps_recall(matcher):
+    test = demo_pairs("test")
+    p = matcher.predict_proba([l for l, _, _ in test], [r for _, r, _ in test])
+    y = np.array([label for *_, label in test])
+    predicted = p >= matcher.f1_threshold
+    tp = (predicted & (y == 1)).sum()
+    f1 = 2 * tp / (predicted.sum() + y.sum())
+    assert f1 >= 0.9, f1  # the anchor (ANCHORS.md) for Fodors-Zagats is 0.977
+    kept = p >= matcher.prefilter_threshold
+    assert kept[y == 1].mean() >= 0.95
+    assert kept[y == 0].mean() < 0.5  # it does filter
+    assert matcher.prefilter_threshold <= matcher.f1_threshold
+
+
+def test_save_and_load_round_trip(matcher, tmp_path):
+    test = demo_pairs("test")[:40]
+    lefts, rights = [l for l, _, _ in test], [r for _, r, _ in test]
+    matcher.save(tmp_path / "prefilter")
+    assert FeatureMatcher.is_saved(tmp_path / "prefilter")
+    again = FeatureMatcher.load(tmp_path / "prefilter")
+    assert again.attributes == matcher.attributes
+    assert again.prefilter_threshold == matcher.prefilter_threshold
+    np.testing.assert_allclose(again.predict_proba(lefts, rights), matcher.predict_proba(lefts, rights))
+    with pytest.raises(FileNotFoundError, match="not a saved FeatureMatcher"):
+        FeatureMatcher.load(tmp_path)
+
+
+def test_empty_and_huge_records_score_quickly(matcher):
+    huge = {"name": "word " * 20_000, "addr": "x" * 100_000}
+    t0 = time.monotonic()
+    p = matcher.predict_proba([{}, huge, {"name": None}], [{}, huge, {"name": "spago"}])
+    assert p.shape == (3,) and np.isfinite(p).all()
+    assert time.monotonic() - t0 < 5.0  # values are cut to MAX_CHARS before rapidfuzz
+
+
+def test_bad_labels_are_rejected():
+    with pytest.raises(ValueError, match="pair 0 has label 2"):
+        fit_prefilter([({"a": "x"}, {"a": "x"}, 2)], [({"a": "x"}, {"a": "x"}, 1)])
