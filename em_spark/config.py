@@ -278,7 +278,7 @@ class TrainConf(Section):
     truncate_words: int = Field(default=8, ge=1)
     use_pseudo_labels: bool = False
     max_epochs: int = Field(default=8, ge=1)
-    # Wall-clock budget for the optimization loop (validation included).
+    # Wall-clock budget of the optimization loop (the last validation may run past it).
     budget_minutes: float = Field(default=4.0, gt=0)
     batch_size: int = Field(default=16, ge=1)
     grad_accum: int = Field(default=1, ge=1)
@@ -299,6 +299,9 @@ class TrainConf(Section):
     positive_weight: float | None = Field(default=None, gt=0)
     eval_batch_size: int = Field(default=64, ge=1)
     device: str | None = None  # None: cuda if available
+    # CPU threads for torch (None: torch's default). On a shared CPU, 1 thread trains several
+    # times faster than 2 contended ones (measured: docs/STUDENT.md).
+    threads: int | None = Field(default=None, ge=1)
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on a GPU that has it
     # Span-corruption pretraining steps of a preset on the unlabeled records (0: off).
     pretrain_steps: int = Field(default=0, ge=0)
@@ -328,10 +331,13 @@ class ScoreConf(Section):
     gpu_batch_size: int = Field(default=512, ge=1)
     # auto: the task's GPU resource if it has one, else cpu.
     device: str = "auto"
-    # auto: bfloat16 (or float16 where bf16 is missing) on a GPU, float32 on a CPU.
+    # auto: bfloat16 on a GPU that has it, else float32 (T5 overflows in float16: opt-in).
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     # Candidates per committed chunk (one Delta MERGE each); a crash loses at most one.
     chunk_pairs: int = Field(default=200_000, ge=1)
+    # Score every candidate again (e.g. after changing the rationale policy); default: only
+    # candidates without an ok prediction from this model.
+    rescore: bool = False
     # Spark tasks per chunk (None: spark.sql.shuffle.partitions).
     partitions: int | None = Field(default=None, ge=1)
 
