@@ -285,7 +285,10 @@ class TrainConf(Section):
     # None: 1e-3 for a preset trained from scratch, 3e-4 for a pretrained checkpoint.
     learning_rate: float | None = Field(default=None, gt=0)
     weight_decay: float = 0.01
-    warmup_steps: int = Field(default=50, ge=0)
+    warmup_steps: int = Field(default=20, ge=0)
+    # Extra loss weight on the verdict's first token (the one p_match reads), the same in
+    # every mode: without it a long explanation dilutes the verdict to ~1/40 of the loss.
+    verdict_loss_weight: float = Field(default=1.0, ge=0)
     # Early stopping: stop after this many validations without a better valid F1.
     patience: int = Field(default=3, ge=1)
     # Validate every N optimizer steps (None: once per epoch).

@@ -21,6 +21,7 @@ from em_spark.errors import InputError
 from em_spark.serialize import SerializerSettings, serialize_pair
 
 STUDENT_DIR = "student"
+PREFILTER_DIR = "prefilter"
 META_FILE = "em_student.json"
 MATCH_TEXT = "match"
 NO_MATCH_TEXT = "no match"
@@ -131,6 +132,7 @@ class StudentPredictor:
         attributes: list[str] | None,
         max_input_tokens: int = 256,
         extra: dict[str, Any] | None = None,
+        prefilter_path: Path | None = None,
     ):
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -139,6 +141,8 @@ class StudentPredictor:
         self.attributes = attributes
         self.max_input_tokens = int(max_input_tokens)
         self.extra = dict(extra or {})
+        # The similarity-feature prefilter saved with this model (em_spark.features), if any.
+        self.prefilter_path = prefilter_path
         self.match_id, self.no_match_id = label_start_ids(tokenizer)
         self.decoder_start_id = int(model.config.decoder_start_token_id)
 
@@ -163,6 +167,7 @@ class StudentPredictor:
             attributes=meta.get("attributes"),
             max_input_tokens=meta.get("max_input_tokens", 256),
             extra=meta.get("extra"),
+            prefilter_path=prefilter if (prefilter := folder.parent / PREFILTER_DIR).is_dir() else None,
         )
 
     def serialize(self, left: Mapping, right: Mapping) -> str:

@@ -1,0 +1,1 @@
+"""Benchmarks behind ``em-spark bench NAME``: each writes one JSON file."""

@@ -1,0 +1,241 @@
+"""``em-spark bench matching``: train a matcher on one dataset folder, test on another.
+
+Pure Python (no Spark): a DeepMatcher-layout folder (tableA.csv, tableB.csv, train.csv,
+valid.csv, test.csv) is read with ``csv``; explanations come from the offline ``rules``
+teacher; the student trains on DIR's train split (valid for early stopping and the
+threshold) and is tested on the other folder's test split, each record serialized with
+its own column names (so cross-schema pairs need no alignment). ``--model features`` is
+the similarity-feature baseline (em_spark.features).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from em_spark.errors import InputError
+
+# Columns that hold the answer (WDC's cluster ids) and must never reach a matcher.
+ANSWER_COLUMNS = {"cluster_id"}
+SPLITS = ("train", "valid", "test")
+SAMPLE_RATIONALES = 3
+
+
+@dataclass
+class LabeledPair:
+    left: dict[str, str]
+    right: dict[str, str]
+    label: int
+
+
+@dataclass
+class MatchingDataset:
+    name: str
+    columns: list[str]
+    records: list[dict[str, str]]
+    splits: dict[str, list[LabeledPair]]
+
+
+def _read_table(path: Path) -> tuple[list[str], dict[str, dict[str, str]]]:
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    with path.open(encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        if not reader.fieldnames or "id" not in reader.fieldnames:
+            raise InputError(f"{path}: no 'id' column")
+        columns = [c for c in reader.fieldnames if c != "id" and c not in ANSWER_COLUMNS]
+        return columns, {row["id"]: {c: row[c] or "" for c in columns} for row in reader}
+
+
+def load_dataset(folder: str | Path, limits: dict[str, int] | None = None) -> MatchingDataset:
+    """Tables and labeled splits of a DeepMatcher-layout folder (first ``limits[split]`` rows)."""
+    root = Path(folder)
+    columns, left = _read_table(root / "tableA.csv")
+    _, right = _read_table(root / "tableB.csv")
+    splits: dict[str, list[LabeledPair]] = {}
+    for split in SPLITS:
+        path = root / f"{split}.csv"
+        if not path.is_file():
+            raise InputError(f"{path}: file not found")
+        pairs = []
+        with path.open(encoding="utf-8", newline="") as fh:
+            for n, row in enumerate(csv.DictReader(fh), start=2):
+                try:
+                    pair = LabeledPair(left[row["ltable_id"]], right[row["rtable_id"]], int(row["label"]))
+                except (KeyError, ValueError) as exc:
+                    raise InputError(f"{path}: row {n}: bad or unknown id/label ({exc})") from None
+                pairs.append(pair)
+        limit = (limits or {}).get(split)
+        splits[split] = pairs[:limit] if limit else pairs
+    return MatchingDataset(root.name, columns, list(left.values()) + list(right.values()), splits)
+
+
+def explain(pairs: Sequence[LabeledPair], teacher: str) -> list[str]:
+    if teacher != "rules":
+        raise InputError(f"--teacher {teacher!r}: the offline bench supports 'rules' only")
+    from em_spark.teacher.rules import explain_pair
+
+    return [explain_pair(p.left, p.right, p.label, None) for p in pairs]
+
+
+def scores_at(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
+    predicted = scores >= threshold
+    tp = float((predicted & (labels == 1)).sum())
+    precision = tp / predicted.sum() if predicted.sum() else 0.0
+    recall = tp / labels.sum() if labels.sum() else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"f1": f1, "precision": precision, "recall": recall}
+
+
+def run_features(train: MatchingDataset, test: MatchingDataset, seed: int) -> dict[str, Any]:
+    from em_spark.features import fit_prefilter
+
+    def triples(pairs: Sequence[LabeledPair]) -> list[tuple]:
+        return [(p.left, p.right, p.label) for p in pairs]
+
+    t0 = time.monotonic()
+    matcher = fit_prefilter(triples(train.splits["train"]), triples(train.splits["valid"]), seed=seed)
+    train_s = time.monotonic() - t0
+    pairs = test.splits["test"]
+    t1 = time.monotonic()
+    scores = matcher.predict_proba([p.left for p in pairs], [p.right for p in pairs])
+    return {
+        "threshold": matcher.f1_threshold,
+        "valid_f1": matcher.valid_metrics["f1"],
+        "train_seconds": train_s,
+        "test_seconds": time.monotonic() - t1,
+        "scores": scores,
+    }
+
+
+def run_student(
+    train: MatchingDataset, test: MatchingDataset, conf: Any, work_dir: Path
+) -> dict[str, Any]:
+    from em_spark.serialize import serialize_pair, serialize_record
+    from em_spark.student.inference import StudentPredictor
+    from em_spark.student.training import PairExample, serializer_settings, train_student
+
+    settings = serializer_settings(conf)
+
+    def examples(pairs: Sequence[LabeledPair], explanations: Sequence[str | None]) -> list[PairExample]:
+        return [
+            PairExample(serialize_pair(p.left, p.right, None, settings), p.label, e)
+            for p, e in zip(pairs, explanations)
+        ]
+
+    t0 = time.monotonic()
+    explanations = explain(train.splits["train"], conf.teacher)
+    # The tokenizer sees the same texts in every mode (records + explanations), so BL and
+    # EA runs share one vocabulary.
+    corpus = [serialize_record(r, None, settings) for r in train.records] + explanations
+    train_ex = examples(train.splits["train"], explanations)
+    valid_ex = examples(train.splits["valid"], [None] * len(train.splits["valid"]))
+    result = train_student(train_ex, valid_ex, conf, corpus, work_dir)
+    train_s = time.monotonic() - t0
+    predictor = StudentPredictor(
+        result.model, result.tokenizer, result.threshold, settings, None, conf.max_input_tokens
+    )
+    pairs = test.splits["test"]
+    texts = [predictor.serialize(p.left, p.right) for p in pairs]
+    t1 = time.monotonic()
+    scores = predictor.p_match(texts, batch_size=conf.eval_batch_size)
+    test_s = time.monotonic() - t1
+    samples = predictor.generate(texts[:SAMPLE_RATIONALES], max_new_tokens=48)
+    return {
+        "threshold": result.threshold,
+        "valid_f1": result.valid_f1,
+        "train_seconds": train_s,
+        "test_seconds": test_s,
+        "scores": scores,
+        "history": result.history,
+        "stopped_by": result.stopped_by,
+        "steps": result.steps,
+        "examples_seen": result.examples_seen,
+        "examples_per_s": result.examples_seen / max(result.seconds, 1e-9),
+        "label_only_fallbacks": result.label_only_fallbacks,
+        "positive_weight": result.positive_weight,
+        "parameters": result.parameters,
+        "sample_outputs": samples,
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="em-spark bench matching", description=__doc__.splitlines()[0])
+    p.add_argument("--train", required=True, help="dataset folder to train on (train + valid)")
+    p.add_argument("--test", required=True, help="dataset folder whose test split is scored")
+    p.add_argument("--mode", default="explained", choices=["explained", "label_only", "shuffled", "truncated"])
+    p.add_argument("--teacher", default="rules")
+    p.add_argument("--model", default="tiny", help="tiny | small | hub id or path | features")
+    p.add_argument("--budget-minutes", type=float, default=None)
+    p.add_argument("--max-epochs", type=int, default=None)
+    p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--limit-train", type=int, default=None, help="first N train pairs (and N/3 valid)")
+    p.add_argument("--limit-test", type=int, default=None, help="first N test pairs")
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="any train.* setting, e.g. --set batch_size=32 (repeatable)",
+    )
+    p.add_argument("--out", required=True, help="JSON file to write")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from em_spark.config import load_config
+
+    overrides = [f"train.{o}" for o in args.overrides] + [
+        f"train.mode={args.mode}", f"train.teacher={args.teacher}", f"train.seed={args.seed}",
+    ]
+    if args.model != "features":
+        overrides.append(f"train.model={args.model}")
+    if args.budget_minutes is not None:
+        overrides.append(f"train.budget_minutes={args.budget_minutes}")
+    if args.max_epochs is not None:
+        overrides.append(f"train.max_epochs={args.max_epochs}")
+    conf = load_config(overrides=overrides).train
+    limits = {"train": args.limit_train, "valid": args.limit_train and max(20, args.limit_train // 3)}
+    t0 = time.monotonic()
+    train = load_dataset(args.train, limits)
+    test = load_dataset(args.test, {"test": args.limit_test})
+    if args.model == "features":
+        out = run_features(train, test, args.seed)
+    else:
+        with tempfile.TemporaryDirectory(prefix="em-bench-") as work:
+            out = run_student(train, test, conf, Path(work))
+    labels = np.asarray([p.label for p in test.splits["test"]], dtype=np.int64)
+    report = {
+        "train": str(args.train),
+        "test": str(args.test),
+        "model": args.model,
+        "mode": args.mode if args.model != "features" else None,
+        "teacher": args.teacher if args.model != "features" else None,
+        **scores_at(labels, out.pop("scores"), out["threshold"]),
+        "test_pairs": int(labels.size),
+        "test_positives": int(labels.sum()),
+        "train_pairs": len(train.splits["train"]),
+        "valid_pairs": len(train.splits["valid"]),
+        **out,
+        "budget_minutes": conf.budget_minutes if args.model != "features" else None,
+        "seconds": time.monotonic() - t0,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+    }
+    out_path = Path(args.out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    print(
+        f"matching {Path(args.train).name} -> {Path(args.test).name} [{args.model}"
+        f"{'/' + args.mode if args.model != 'features' else ''}]: F1 {report['f1']:.4f} "
+        f"P {report['precision']:.4f} R {report['recall']:.4f} in {report['seconds']:.0f}s -> {out_path}"
+    )
+    return 0

@@ -1,0 +1,68 @@
+"""The student as an MLflow model: a pyfunc whose artifact is the saved model folder.
+
+The folder (``student/`` + optional ``prefilter/``) travels as one pyfunc artifact, so
+``models:/<name>/<version>`` downloads everything scoring needs; ``StudentPredictor.load``
+finds ``student/em_student.json`` inside the download. No pyspark here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+
+from em_spark.config import MlflowConf
+
+MODEL_ARTIFACT = "model"
+# Listed explicitly: inferring requirements imports and inspects the model (slow, noisy).
+PIP_REQUIREMENTS = ["torch", "transformers", "tokenizers", "scikit-learn", "rapidfuzz", "pandas", "numpy"]
+
+
+class StudentPyfunc(mlflow.pyfunc.PythonModel):
+    """``predict`` takes a DataFrame with a ``text`` column (serialized pairs) and returns
+    ``p_match`` and ``verdict`` (match when p_match >= the saved threshold)."""
+
+    def load_context(self, context: Any) -> None:
+        from em_spark.student.inference import StudentPredictor
+
+        self.predictor = StudentPredictor.load(context.artifacts[MODEL_ARTIFACT])
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        p = self.predictor.p_match(model_input["text"].astype(str).tolist())
+        verdict = ["match" if x >= self.predictor.threshold else "no_match" for x in p]
+        return pd.DataFrame({"p_match": p, "verdict": verdict})
+
+
+def use_tracking(conf: MlflowConf) -> str:
+    """Point MLflow at the configured server; return the experiment id.
+
+    On ``sqlite:///path/mlflow.db`` the experiment's artifacts go next to the database
+    (``path/mlartifacts``), not into the current directory.
+    """
+    mlflow.set_tracking_uri(conf.tracking_uri)
+    if conf.registry_uri:
+        mlflow.set_registry_uri(conf.registry_uri)
+    experiment = mlflow.get_experiment_by_name(conf.experiment)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = None
+    if conf.tracking_uri.startswith("sqlite:///"):
+        db = Path(conf.tracking_uri[len("sqlite:///") :]).resolve()
+        location = (db.parent / "mlartifacts").as_uri()
+    return mlflow.create_experiment(conf.experiment, artifact_location=location)
+
+
+def log_student(model_dir: str | Path, registered_model: str | None) -> str:
+    """Log ``model_dir`` as the active run's model; return its URI (registered if named)."""
+    info = mlflow.pyfunc.log_model(
+        name=MODEL_ARTIFACT,
+        python_model=StudentPyfunc(),
+        artifacts={MODEL_ARTIFACT: str(model_dir)},
+        pip_requirements=PIP_REQUIREMENTS,
+        registered_model_name=registered_model,
+    )
+    if registered_model and info.registered_model_version is not None:
+        return f"models:/{registered_model}/{info.registered_model_version}"
+    return info.model_uri

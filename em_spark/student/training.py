@@ -1,0 +1,276 @@
+"""Fine-tuning the student on labeled pairs (pure Python + torch; no pyspark).
+
+Targets are ``match`` / ``no match``, followed by the teacher's explanation in mode
+``explained`` (the paper's EA), nothing in ``label_only`` (BL), an explanation of another
+pair with the same label in ``shuffled``, or the first k words in ``truncated``.
+
+Class imbalance: matches are rare (about 10% of the DeepMatcher pairs), so each pair's
+loss is weighted — matches by ``positive_weight`` (default negatives / positives), the
+weighted mean taken per batch. No oversampling: an epoch costs the same in every mode.
+Training stops at ``max_epochs``, at the wall-clock budget, or after ``patience``
+validations without a better valid F1 (F1 of p_match at its best threshold); the best
+weights and their threshold are kept.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from em_spark.config import TrainConf
+from em_spark.errors import InputError
+from em_spark.features import threshold_for_f1
+from em_spark.serialize import SerializerSettings
+from em_spark.student.inference import MATCH_TEXT, NO_MATCH_TEXT, StudentPredictor, pick_device
+from em_spark.student.presets import PRESETS, load_base_model
+
+log = logging.getLogger(__name__)
+
+# How many batches are length-sorted together: enough to cut padding, few enough to mix.
+_BUCKET_BATCHES = 50
+
+
+@dataclass
+class PairExample:
+    """One labeled pair: its serialized text, label and explanation (None: none usable)."""
+
+    text: str
+    label: int
+    explanation: str | None = None
+
+
+@dataclass
+class TrainResult:
+    model: Any
+    tokenizer: Any
+    threshold: float
+    valid_f1: float
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+    steps: int = 0
+    stopped_by: str = ""
+    examples_seen: int = 0
+    label_only_fallbacks: int = 0
+    positive_weight: float = 1.0
+    parameters: int = 0
+
+
+def serializer_settings(conf: TrainConf) -> SerializerSettings:
+    return SerializerSettings(
+        max_words_per_attribute=conf.max_words_per_attribute,
+        max_words_per_record=conf.max_words_per_record,
+    )
+
+
+def build_targets(
+    examples: Sequence[PairExample], mode: str, truncate_words: int = 8, seed: int = 0
+) -> tuple[list[str], int]:
+    """Target texts for ``mode`` and how many pairs fell back to the verdict alone."""
+    explanations = [e.explanation.strip() if e.explanation else None for e in examples]
+    if mode == "shuffled":
+        rng = random.Random(seed)
+        for label in (0, 1):
+            slots = [i for i, e in enumerate(examples) if e.label == label and explanations[i]]
+            permuted = [explanations[i] for i in slots]
+            rng.shuffle(permuted)
+            for i, text in zip(slots, permuted):
+                explanations[i] = text
+    elif mode == "truncated":
+        explanations = [" ".join(t.split()[:truncate_words]) if t else t for t in explanations]
+    elif mode != "explained" and mode != "label_only":
+        raise InputError(f"train.mode {mode!r}: expected explained, label_only, shuffled or truncated")
+    targets, fallbacks = [], 0
+    for example, explanation in zip(examples, explanations):
+        verdict = MATCH_TEXT if example.label == 1 else NO_MATCH_TEXT
+        if mode == "label_only":
+            targets.append(verdict)
+        elif explanation:
+            targets.append(f"{verdict} {explanation}")
+        else:
+            fallbacks += 1
+            targets.append(verdict)
+    return targets, fallbacks
+
+
+def _length_bucketed_batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Shuffled batches of similar input length (sorted within buckets of 50 batches)."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    span = batch_size * _BUCKET_BATCHES
+    batches = []
+    for start in range(0, len(order), span):
+        bucket = sorted(order[start : start + span], key=lambda i: lengths[i])
+        batches += [bucket[i : i + batch_size] for i in range(0, len(bucket), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def _pad(rows: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        mask[i, : len(r)] = 1
+    return ids, mask
+
+
+def evaluate_f1(predictor: StudentPredictor, valid: Sequence[PairExample], batch_size: int) -> tuple[float, float]:
+    """(threshold, F1) of p_match on ``valid`` at the threshold with the best F1."""
+    labels = np.asarray([e.label for e in valid], dtype=np.int64)
+    scores = predictor.p_match([e.text for e in valid], batch_size=batch_size)
+    threshold = threshold_for_f1(labels, scores)
+    predicted = scores >= threshold
+    tp = float((predicted & (labels == 1)).sum())
+    denominator = float(predicted.sum() + labels.sum())
+    return threshold, (2 * tp / denominator if denominator else 0.0)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train_student(
+    train: Sequence[PairExample],
+    valid: Sequence[PairExample],
+    conf: TrainConf,
+    corpus: Sequence[str],
+    work_dir: str | Path,
+    attributes: list[str] | None = None,
+    on_validation: Callable[[dict[str, float], int], None] | None = None,
+) -> TrainResult:
+    """Fine-tune ``conf.model`` on ``train``; early-stop and pick the threshold on ``valid``.
+
+    ``corpus``: texts for a preset's tokenizer (the serialized records). ``on_validation``
+    receives each validation's metrics and the optimizer step (MLflow logging).
+    """
+    if not train or not valid:
+        raise InputError(f"training needs train and valid pairs (got {len(train)} / {len(valid)})")
+    if not any(e.label == 1 for e in train):
+        raise InputError("training pairs have no match (label 1)")
+    _seed_everything(conf.seed)
+    if conf.threads is not None:
+        torch.set_num_threads(conf.threads)
+    t0 = time.monotonic()
+    budget_s = conf.budget_minutes * 60
+    device = pick_device(conf.device)
+    use_bf16 = conf.precision == "bf16" or (
+        conf.precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()
+    )
+    model, tokenizer = load_base_model(conf.model, corpus, work_dir)
+    model.to(device)
+    targets, fallbacks = build_targets(train, conf.mode, conf.truncate_words, conf.seed)
+    inputs = tokenizer([e.text for e in train], truncation=True, max_length=conf.max_input_tokens)["input_ids"]
+    labels_ids = tokenizer(targets, truncation=True, max_length=conf.max_target_tokens)["input_ids"]
+    n_pos = sum(e.label for e in train)
+    pos_weight = conf.positive_weight or max(1.0, (len(train) - n_pos) / n_pos)
+    weights = torch.tensor([pos_weight if e.label == 1 else 1.0 for e in train])
+    lr = conf.learning_rate or (1e-3 if conf.model in PRESETS else 3e-4)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=conf.weight_decay)
+    steps_per_epoch = math.ceil(len(train) / (conf.batch_size * conf.grad_accum))
+    total_steps = max(1, steps_per_epoch * conf.max_epochs)
+
+    def schedule(step: int) -> float:  # linear warmup, then linear decay to 10%
+        if step < conf.warmup_steps:
+            return (step + 1) / conf.warmup_steps
+        return max(0.1, 1 - 0.9 * (step - conf.warmup_steps) / max(1, total_steps - conf.warmup_steps))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    predictor = StudentPredictor(
+        model, tokenizer, 0.5, SerializerSettings(), attributes, max_input_tokens=conf.max_input_tokens
+    )
+    rng = random.Random(conf.seed)
+    result = TrainResult(
+        model=model, tokenizer=tokenizer, threshold=0.5, valid_f1=-1.0,
+        label_only_fallbacks=fallbacks, positive_weight=pos_weight,
+        parameters=sum(p.numel() for p in model.parameters()),
+    )
+    best_state: dict[str, torch.Tensor] | None = None
+    since_best, step, window_loss, window_n = 0, 0, 0.0, 0
+
+    def validate(epoch: float) -> bool:
+        """Validate, keep the best weights; True when early stopping says stop."""
+        nonlocal best_state, since_best, window_loss, window_n
+        threshold, f1 = evaluate_f1(predictor, valid, conf.eval_batch_size)
+        model.train()
+        metrics = {
+            "train_loss": window_loss / max(1, window_n),
+            "valid_f1": f1,
+            "valid_threshold": threshold,
+            "epoch": epoch,
+            "seconds": time.monotonic() - t0,
+            "examples_seen": float(result.examples_seen),
+        }
+        window_loss, window_n = 0.0, 0
+        result.history.append(metrics)
+        log.info("train: step %d epoch %.2f loss %.4f valid F1 %.4f", step, epoch, metrics["train_loss"], f1)
+        if on_validation is not None:
+            on_validation(metrics, step)
+        if f1 > result.valid_f1:
+            result.valid_f1, result.threshold = f1, threshold
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            since_best = 0
+        else:
+            since_best += 1
+        return since_best >= conf.patience
+
+    model.train()
+    stop = ""
+    for epoch in range(conf.max_epochs):
+        batches = _length_bucketed_batches([len(x) for x in inputs], conf.batch_size, rng)
+        for b, batch in enumerate(batches):
+            ids, mask = _pad([inputs[i] for i in batch], tokenizer.pad_token_id)
+            target, _ = _pad([labels_ids[i] for i in batch], tokenizer.pad_token_id)
+            target[target == tokenizer.pad_token_id] = -100
+            ids, mask, target = ids.to(device), mask.to(device), target.to(device)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                logits = model(input_ids=ids, attention_mask=mask, labels=target).logits
+            token_loss = torch.nn.functional.cross_entropy(
+                logits.float().transpose(1, 2), target, ignore_index=-100, reduction="none"
+            )
+            per_pair = token_loss.sum(1) / (target != -100).sum(1).clamp(min=1)
+            per_pair = per_pair + conf.verdict_loss_weight * token_loss[:, 0]
+            w = weights[batch].to(device)
+            loss = (per_pair * w).sum() / w.sum()
+            (loss / conf.grad_accum).backward()
+            window_loss += loss.item()
+            window_n += 1
+            result.examples_seen += len(batch)
+            if (b + 1) % conf.grad_accum == 0 or b + 1 == len(batches):
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                if conf.eval_every_steps and step % conf.eval_every_steps == 0:
+                    if validate(epoch + (b + 1) / len(batches)):
+                        stop = "early_stopping"
+                        break
+            if time.monotonic() - t0 > budget_s:
+                stop = "budget"
+                break
+        if stop == "early_stopping":
+            break
+        if window_n and validate(epoch + 1.0 if not stop else epoch + (b + 1) / len(batches)):
+            stop = stop or "early_stopping"
+        if stop:
+            break
+    result.stopped_by = stop or "max_epochs"
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    result.steps = step
+    result.seconds = time.monotonic() - t0
+    return result
