@@ -13,3 +13,7 @@ class ConfigError(EmError):
 
 class InputError(EmError):
     """An input table, file, column or row is wrong."""
+
+
+class WriteConflictError(EmError):
+    """Concurrent writers kept conflicting on a Delta table after the bounded retries."""

@@ -1,26 +1,105 @@
 """Ingest: source tables -> ``records``; labeled pairs -> ``labels``.
 
 Everything is validated before anything is written, so bad input leaves no new table
-version: the id column exists, is non-null and unique; the table is not empty; labels
-are 0/1 and name known ids.
+version: local CSV files are valid UTF-8; the id column exists, is non-null and unique;
+the table is not empty; labels are 0/1 and name known ids.
 """
 
 from __future__ import annotations
 
+import codecs
+import gzip
 import logging
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from em_spark.config import Config, LabelSourceConf, SourceConf
-from em_spark.errors import ConfigError, InputError
+from em_spark.errors import ConfigError, EmError, InputError
 from em_spark.runs import Run
 from em_spark.tables import Lakehouse, pair_id_col
 
 log = logging.getLogger(__name__)
 
 LEFT, RIGHT = "left", "right"
+
+
+def _col(name: str) -> Column:
+    """A column by its exact name, even one with dots or backticks in it."""
+    return F.col("`" + name.replace("`", "``") + "`")
+
+
+def _data_files(path: Path) -> list[Path]:
+    """The files Spark reads for ``path`` (a file, or a folder without _/. entries)."""
+    if path.is_file():
+        return [path]
+    return sorted(
+        f
+        for f in path.rglob("*")
+        if f.is_file() and not any(part.startswith(("_", ".")) for part in f.relative_to(path).parts)
+    )
+
+
+def check_utf8(path: Path, chunk_bytes: int = 1 << 20) -> None:
+    """Raise :class:`InputError` naming the file and line of the first invalid UTF-8 byte.
+
+    Spark's CSV reader silently turns invalid bytes into U+FFFD; a valid encoded U+FFFD
+    (WDC data has some) is fine. One streaming pass, the error path re-reads to count lines.
+    """
+    for file in _data_files(path):
+        opener = gzip.open if file.suffix == ".gz" else open
+        decoder = codecs.getincrementaldecoder("utf-8")("strict")
+        offset = 0  # bytes of the file handed to the decoder so far
+        with opener(file, "rb") as fh:
+            while True:
+                chunk = fh.read(chunk_bytes)
+                pending = len(decoder.getstate()[0])
+                try:
+                    decoder.decode(chunk, final=not chunk)
+                except UnicodeDecodeError as exc:
+                    _raise_utf8_error(file, opener, offset - pending + exc.start)
+                if not chunk:
+                    break
+                offset += len(chunk)
+
+
+def _raise_utf8_error(file: Path, opener, at: int) -> None:
+    with opener(file, "rb") as fh:
+        head = fh.read(at + 16)
+    line_start = head.rfind(b"\n", 0, at) + 1
+    line = head.count(b"\n", 0, at) + 1
+    near = head[max(line_start, at - 24) : at + 8]
+    raise InputError(f"{file}: invalid UTF-8 at line {line} (byte {at}) near {near!r}")
+
+
+_MALFORMED = re.compile(r"Malformed records are detected|Malformed CSV record")
+_MALFORMED_RECORD = re.compile(r"Malformed CSV record: (.*?)(?: SQLSTATE|\n|$)")
+_READ_FILE = re.compile(r"reading file (?:file:(?://)?)?(\S+?)\.?\s")
+
+
+@contextmanager
+def malformed_input_errors(where: str) -> Iterator[None]:
+    """Turn Spark's FAILFAST parse errors (a row with the wrong number of fields, an
+    unbalanced quote) into a one-line :class:`InputError` naming the file and record."""
+    try:
+        yield
+    except EmError:
+        raise
+    except Exception as exc:
+        text = str(exc)
+        if _MALFORMED.search(text) is None:
+            raise
+        file = _READ_FILE.search(text)
+        match = _MALFORMED_RECORD.search(text)
+        record = f" {match.group(1).strip()!r}" if match else ""
+        raise InputError(
+            f"{file.group(1) if file else where}: malformed CSV record{record} "
+            "(field count differs from the header, or an unbalanced quote)"
+        ) from None
 
 
 def read_source(spark: SparkSession, path: str, fmt: str) -> DataFrame:
@@ -33,6 +112,8 @@ def read_source(spark: SparkSession, path: str, fmt: str) -> DataFrame:
         if "://" not in path and not Path(path).exists():
             raise InputError(f"input not found: {path}")
         if fmt == "csv":
+            if "://" not in path:
+                check_utf8(Path(path))
             df = (
                 spark.read.option("header", True)
                 .option("multiLine", True)
@@ -44,7 +125,7 @@ def read_source(spark: SparkSession, path: str, fmt: str) -> DataFrame:
             )
         else:
             df = spark.read.format(fmt).load(path)
-    return df.select(*[F.col(f"`{c}`").cast("string").alias(c) for c in df.columns])
+    return df.select(*[_col(c).cast("string").alias(c) for c in df.columns])
 
 
 def _first_values(df: DataFrame, column: str, n: int = 3) -> list[str]:
@@ -73,10 +154,11 @@ def load_records(spark: SparkSession, conf: SourceConf, source: str, run_id: str
     if not attrs:
         raise InputError(f"{where}: no attribute columns besides the id '{conf.id_column}'")
 
-    idc = F.col(f"`{conf.id_column}`")
+    # Ids are trimmed when stored, so uniqueness is checked on the trimmed value.
+    idc = F.trim(_col(conf.id_column))
     stats = raw.agg(
         F.count(F.lit(1)).alias("rows"),
-        F.sum(F.when(idc.isNull() | (F.trim(idc) == ""), 1).otherwise(0)).alias("null_ids"),
+        F.sum(F.when(idc.isNull() | (idc == ""), 1).otherwise(0)).alias("null_ids"),
     ).collect()[0]
     if stats["rows"] == 0:
         raise InputError(f"{where}: the table is empty")
@@ -92,10 +174,10 @@ def load_records(spark: SparkSession, conf: SourceConf, source: str, run_id: str
             + (f" (and others: {dup_ids[1:]})" if len(dup_ids) > 1 else "")
         )
 
-    attributes = F.create_map(*[x for c in attrs for x in (F.lit(c), F.col(f"`{c}`"))])
+    attributes = F.create_map(*[x for c in attrs for x in (F.lit(c), _col(c))])
     return raw.select(
         F.lit(source).alias("source"),
-        F.trim(idc).alias("record_id"),
+        idc.alias("record_id"),
         attributes.alias("attributes"),
         F.sha2(F.to_json(attributes), 256).alias("record_hash"),
         F.lit(run_id).alias("run_id"),
@@ -126,9 +208,9 @@ def load_labels(
         raise InputError(f"{where}: no 'split' column and no split set for this file")
     split = F.lit(conf.split) if conf.split is not None else F.col("split")
     df = raw.select(
-        F.trim(F.col(f"`{conf.left_id_column}`")).alias("left_id"),
-        F.trim(F.col(f"`{conf.right_id_column}`")).alias("right_id"),
-        F.trim(F.col(f"`{conf.label_column}`")).alias("label_raw"),
+        F.trim(_col(conf.left_id_column)).alias("left_id"),
+        F.trim(_col(conf.right_id_column)).alias("right_id"),
+        F.trim(_col(conf.label_column)).alias("label_raw"),
         split.alias("split"),
     )
     bad = df.where(~F.col("label_raw").isin("0", "1") | F.col("label_raw").isNull()).limit(1).collect()
@@ -193,33 +275,44 @@ def run_ingest(lake: Lakehouse, config: Config, run: Run) -> None:
     if config.mode == "link" and conf.right is None:
         raise ConfigError("ingest.right: link mode needs a right table (or set mode: dedupe)")
 
-    left = load_records(spark, conf.left, LEFT, run.run_id)
+    with malformed_input_errors(conf.left.path):
+        records, labels = _validated(spark, config, run.run_id)
+        # Counting materializes both caches: every row is parsed before the first write.
+        record_counts = records.groupBy("source").count().collect()
+        label_counts = labels.groupBy("split").count().collect() if labels is not None else []
+
+    # All checks passed: write (each table in one MERGE commit).
+    lake.merge("records", records)
+    for row in record_counts:
+        run.count(f"records_{row['source']}", row["count"])
+    if labels is not None:
+        lake.merge("labels", labels)
+        for row in label_counts:
+            run.count(f"labels_{row['split']}", row["count"])
+        labels.unpersist()
+    records.unpersist()
+
+
+def _validated(spark: SparkSession, config: Config, run_id: str) -> tuple[DataFrame, DataFrame | None]:
+    """Records and labels, every check passed, cached (not yet written)."""
+    conf = config.ingest
+    left = load_records(spark, conf.left, LEFT, run_id)
     records = left
     if conf.right is not None:
-        right = load_records(spark, conf.right, RIGHT, run.run_id)
+        right = load_records(spark, conf.right, RIGHT, run_id)
         _check_aligned(left, right, config, conf.left.path, conf.right.path)
         records = left.unionByName(right)
     records = records.cache()
 
     labels = None
     for label_conf in conf.labels:
-        part = load_labels(spark, label_conf, records, config.mode, run.run_id)
+        part = load_labels(spark, label_conf, records, config.mode, run_id)
         labels = part if labels is None else labels.unionByName(part)
     if labels is not None:
         _check_consistent(labels)
         # A pair listed twice (same label, checked above) keeps one row.
         labels = labels.dropDuplicates(["pair_id"]).cache()
-
-    # All checks passed: write (each table in one MERGE commit).
-    lake.merge("records", records)
-    counts = records.groupBy("source").count().collect()
-    for row in counts:
-        run.count(f"records_{row['source']}", row["count"])
-    if labels is not None:
-        lake.merge("labels", labels)
-        for row in labels.groupBy("split").count().collect():
-            run.count(f"labels_{row['split']}", row["count"])
-    records.unpersist()
+    return records, labels
 
 
 def _check_aligned(left: DataFrame, right: DataFrame, config: Config, lpath: str, rpath: str) -> None:

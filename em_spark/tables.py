@@ -9,6 +9,9 @@ Every write is a single Delta MERGE on the table's key: one atomic commit, idemp
 from __future__ import annotations
 
 import hashlib
+import logging
+import random
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +21,9 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from em_spark.config import Config, LakehouseConf
+from em_spark.errors import WriteConflictError
+
+log = logging.getLogger(__name__)
 
 # --- contracts -------------------------------------------------------------------------
 
@@ -157,6 +163,33 @@ def new_run_id() -> str:
     return uuid.uuid4().hex
 
 
+# --- concurrent writers -----------------------------------------------------------------
+
+# Delta's optimistic-concurrency conflicts (io.delta.exceptions.* on the JVM, the same
+# names in delta.exceptions in Python): the commit lost a race to another writer and is
+# safe to retry from scratch, since a MERGE on the key is idempotent.
+_DELTA_CONFLICTS = (
+    "ConcurrentAppendException",
+    "ConcurrentDeleteReadException",
+    "ConcurrentDeleteDeleteException",
+    "ConcurrentTransactionException",
+    "ConcurrentWriteException",
+    "MetadataChangedException",
+    "ProtocolChangedException",
+    "DeltaConcurrentModificationException",
+    "DELTA_CONCURRENT_",
+)
+MERGE_ATTEMPTS = 6
+MERGE_BACKOFF_S = 0.2
+
+
+def is_write_conflict(exc: BaseException) -> bool:
+    """Whether ``exc`` is a Delta commit conflict (by class name, or error class in its text)."""
+    names = {t.__name__ for t in type(exc).__mro__}
+    text = str(exc)[:4000]
+    return any(c in names or c in text for c in _DELTA_CONFLICTS)
+
+
 # --- addressing ------------------------------------------------------------------------
 
 
@@ -250,7 +283,6 @@ class Lakehouse:
         one run's slice.
         """
         contract = CONTRACTS[name]
-        ref = self.ensure(name)
         cols = [f.name for f in contract.schema.fields]
         missing = [c for c in cols if c not in df.columns]
         if missing:
@@ -260,17 +292,61 @@ class Lakehouse:
         )
         view = f"em_src_{name}_{uuid.uuid4().hex[:8]}"
         source.createOrReplaceTempView(view)
-        on = " AND ".join(f"t.{_quote_ident(k)} = s.{_quote_ident(k)}" for k in contract.key)
-        sets = ", ".join(f"t.{_quote_ident(c)} = s.{_quote_ident(c)}" for c in cols)
-        values = ", ".join(f"s.{_quote_ident(c)}" for c in cols)
-        col_list = ", ".join(_quote_ident(c) for c in cols)
-        sql = f"MERGE INTO {ref.sql} t USING {view} s ON {on} "
-        if update:
-            sql += f"WHEN MATCHED THEN UPDATE SET {sets} "
-        sql += f"WHEN NOT MATCHED THEN INSERT ({col_list}) VALUES ({values})"
-        if delete_condition:
-            sql += f" WHEN NOT MATCHED BY SOURCE AND ({delete_condition}) THEN DELETE"
         try:
-            self.spark.sql(sql)
+            self._merge_with_retries(name, view, update, delete_condition)
         finally:
             self.spark.catalog.dropTempView(view)
+
+    def _merge_with_retries(
+        self,
+        name: str,
+        view: str,
+        update: bool,
+        delete_condition: str | None,
+    ) -> None:
+        """Run the MERGE; on a Delta conflict with a concurrent writer, back off and retry."""
+        contract = CONTRACTS[name]
+        cols = [f.name for f in contract.schema.fields]
+        for attempt in range(1, MERGE_ATTEMPTS + 1):
+            try:
+                ref = self.ensure(name)  # in the loop: two writers may race to create it
+                self.spark.sql(_merge_sql(ref, view, cols, contract.key, update, delete_condition))
+                return
+            except Exception as exc:
+                if not is_write_conflict(exc):
+                    raise
+                first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+                if attempt == MERGE_ATTEMPTS:
+                    raise WriteConflictError(
+                        f"{name}: concurrent writers conflicted {attempt} times in a row "
+                        f"({type(exc).__name__}: {first}); this write committed nothing, "
+                        "re-run the job"
+                    ) from None
+                delay = MERGE_BACKOFF_S * 2 ** (attempt - 1) * (1 + random.random())
+                log.warning(
+                    "%s: Delta write conflict (%s), retry %d of %d in %.1fs",
+                    name, type(exc).__name__, attempt, MERGE_ATTEMPTS - 1, delay,
+                )
+                time.sleep(delay)
+
+
+def _merge_sql(
+    ref: TableRef,
+    view: str,
+    cols: list[str],
+    key: tuple[str, ...],
+    update: bool,
+    delete_condition: str | None,
+) -> str:
+    """One MERGE on the key; values come only from the source view, never pasted in."""
+    on = " AND ".join(f"t.{_quote_ident(k)} = s.{_quote_ident(k)}" for k in key)
+    sets = ", ".join(f"t.{_quote_ident(c)} = s.{_quote_ident(c)}" for c in cols)
+    values = ", ".join(f"s.{_quote_ident(c)}" for c in cols)
+    col_list = ", ".join(_quote_ident(c) for c in cols)
+    sql = f"MERGE INTO {ref.sql} t USING {view} s ON {on} "
+    if update:
+        sql += f"WHEN MATCHED THEN UPDATE SET {sets} "
+    sql += f"WHEN NOT MATCHED THEN INSERT ({col_list}) VALUES ({values})"
+    if delete_condition:
+        sql += f" WHEN NOT MATCHED BY SOURCE AND ({delete_condition}) THEN DELETE"
+    return sql
