@@ -78,8 +78,8 @@ class FakeChatServer:
         label = 1 if gold is None or gold.group(1) == "MATCH" else 0
         if "FAULT_CONTRADICT" in last:
             label = 1 - label
-        first = re.search(r"Entity A: COL \S+ VAL (\S+(?: \S+)?)", last)
-        quoted = first.group(1) if first else "?"
+        first = re.search(r"Entity A: COL \S+ VAL (.*?) (?:COL |Entity B:)", last)
+        quoted = " ".join(first.group(1).split(" ")[:2]) if first else "?"
         if label:
             explanation = f'Both records name "{quoted}" and agree otherwise, so they refer to the same entity.'
         else:

@@ -16,7 +16,7 @@ from rapidfuzz import fuzz
 from em_spark.config import TeachConf
 from em_spark.serialize import SerializerSettings, serialize_pair
 from em_spark.teacher.backends import get_backend
-from em_spark.teacher.base import Completion, TeachRequest
+from em_spark.teacher.base import Backend, Completion, TeachRequest
 from em_spark.teacher.parse import parse_teacher_output
 from em_spark.teacher.prompts import LABEL_WORDS, Demonstration, PromptTemplate
 from em_spark.teacher.validate import check_explanation
@@ -124,9 +124,12 @@ def result_row(pair: Pair, completion: Completion, settings: TeachSettings, crea
     return row
 
 
-def teach_pairs(pairs: Sequence[Pair], settings: TeachSettings) -> list[dict[str, object]]:
-    """One explanations row per pair, in order; failures are rows too."""
-    backend = get_backend(settings.conf, settings.order, settings.api_key)
+def teach_pairs(pairs: Sequence[Pair], settings: TeachSettings, backend: Backend | None = None) -> list[dict[str, object]]:
+    """One explanations row per pair, in order; failures are rows too.
+
+    ``backend`` defaults to this worker's cached backend for ``settings.conf``.
+    """
+    backend = backend or get_backend(settings.conf, settings.order, settings.api_key)
     out: list[dict[str, object]] = []
     size = settings.conf.batch_size
     for start in range(0, len(pairs), size):

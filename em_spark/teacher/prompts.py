@@ -9,6 +9,7 @@ the same format as the answer the model must give.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
@@ -21,6 +22,7 @@ from em_spark.serialize import SerializerSettings, serialize_pair
 from em_spark.teacher.base import Message
 
 LABEL_WORDS = {1: "match", 0: "no match"}
+_PLACEHOLDER = re.compile(r"\{(pair|label)\}")
 # The label as the prompt shows it (the paper's wording).
 PROMPT_LABELS = {1: "MATCH", 0: "NOT A MATCH"}
 
@@ -75,14 +77,14 @@ class PromptTemplate:
         order: Sequence[str] | None,
         settings: SerializerSettings,
     ) -> str:
-        pair = serialize_pair(left, right, order, settings)
-        # str.replace, not str.format: record text may hold braces.
-        text = self.user.replace("{pair}", pair)
-        if self.task == "rationalize":
-            if label is None:
-                raise ValueError(f"prompt {self.version}: rationalization needs the gold label")
-            text = text.replace("{label}", PROMPT_LABELS[label])
-        return text
+        if self.task == "rationalize" and label is None:
+            raise ValueError(f"prompt {self.version}: rationalization needs the gold label")
+        values = {
+            "pair": serialize_pair(left, right, order, settings),
+            "label": PROMPT_LABELS[label] if label is not None else "",
+        }
+        # One pass over the template only: record text may hold "{label}" or braces.
+        return _PLACEHOLDER.sub(lambda m: values[m.group(1)], self.user)
 
 
 def format_answer(label: int, explanation: str) -> str:

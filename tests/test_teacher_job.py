@@ -1,0 +1,145 @@
+"""The teach job on real local Spark + Delta: resume after a crash, an endpoint that is
+down for a whole job, the key never stored, label-free bootstrap."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+from pyspark.sql import functions as F
+
+from em_spark.cli import main
+from em_spark.errors import EmError
+from em_spark.faults import ENV as FAIL_ENV
+from em_spark.faults import InjectedFailure
+from em_spark.pipeline import run_job
+from em_spark.tables import CANDIDATES, Lakehouse, pair_id
+from tests.conftest import DEMO_DATA, make_config
+from tests.fake_openai_server import FakeChatServer
+
+SENTINEL_KEY = "sk-SENTINEL-never-stored-7f3a"
+
+
+@pytest.fixture(scope="module")
+def demo_lake(spark, tmp_path_factory) -> Path:
+    """The demo records with its train + valid labels, ingested once for this module."""
+    root = tmp_path_factory.mktemp("teach") / "lakehouse"
+    config = make_config(root, ingest=_ingest())
+    run_job("ingest", config, Lakehouse.from_config(spark, config))
+    return root
+
+
+def _ingest() -> dict:
+    return {
+        "left": {"path": str(DEMO_DATA / "tableA.csv")},
+        "right": {"path": str(DEMO_DATA / "tableB.csv")},
+        "labels": [{"path": str(DEMO_DATA / f"{s}.csv"), "split": s} for s in ("train", "valid")],
+    }
+
+
+def _config(root: Path, teacher: str, **teach):
+    return make_config(root, reports_dir=str(root.parent / f"reports-{teacher}"), teach={"teacher": teacher, **teach})
+
+
+def _rows(spark, lake: Lakehouse, teacher: str):
+    return lake.read("explanations").where(F.col("teacher") == teacher)
+
+
+def test_crash_after_first_chunk_then_rerun_resumes(spark, demo_lake, monkeypatch):
+    config = _config(demo_lake, "rules-resume", chunk_rows=100, splits=["valid"])
+    lake = Lakehouse.from_config(spark, config)
+    n_pairs = lake.read("labels").where("split = 'valid'").count()
+    monkeypatch.setenv(FAIL_ENV, "teach:1")
+    with pytest.raises(InjectedFailure):
+        run_job("teach", config, lake)
+    first = _rows(spark, lake, "rules-resume").count()
+    assert 0 < first < n_pairs  # one chunk of two committed, the other lost with the crash
+    monkeypatch.delenv(FAIL_ENV)
+    run = run_job("teach", config, lake)
+    assert run.counts["pairs_todo"] == n_pairs - first  # only what was missing
+    rows = _rows(spark, lake, "rules-resume")
+    assert rows.count() == n_pairs == rows.select("pair_id").distinct().count()
+    labels = lake.read("labels").where("split = 'valid'")
+    assert rows.join(labels, "pair_id", "left_anti").count() == 0
+    assert labels.join(rows, "pair_id", "left_anti").count() == 0
+    assert rows.where("status = 'ok'").count() == n_pairs
+    # stored labels are the gold labels
+    joined = rows.alias("e").join(labels.alias("l"), "pair_id")
+    assert joined.where(F.col("e.label") != F.col("l.label")).count() == 0
+    assert rows.where("prompt_version = 'rationalize-v1' AND NOT pseudo_label").count() == n_pairs
+    runs = {r.status for r in lake.read("runs").where("job = 'teach'").collect()}
+    assert runs == {"failed", "succeeded"}
+    report = json.loads(Path(run.checks["report"]).read_text())
+    assert report["status"] == {"ok": n_pairs - first} and report["pairs_per_s"] > 0
+
+
+def test_openai_job_endpoint_down_then_up_and_key_never_stored(spark, demo_lake, monkeypatch, capsys):
+    monkeypatch.setenv("EM_TEST_TEACHER_KEY", SENTINEL_KEY)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead_port = s.getsockname()[1]
+    openai = {
+        "model": "fake-7b",
+        "api_key_env": "EM_TEST_TEACHER_KEY",
+        "max_retries": 1,
+        "backoff_base_s": 0.01,
+        "timeout_s": 5,
+        "max_concurrency": 4,
+    }
+    teacher = "openai-fake"
+    down = _config(
+        demo_lake, teacher, backend="openai", splits=["valid"], chunk_rows=500,
+        openai={**openai, "base_url": f"http://127.0.0.1:{dead_port}/v1"},
+    )  # fmt: skip
+    lake = Lakehouse.from_config(spark, down)
+    n_valid = lake.read("labels").where("split = 'valid'").count()
+    with pytest.raises(EmError, match="unavailable.*connect"):
+        run_job("teach", down, lake)
+    rows = _rows(spark, lake, teacher)
+    assert rows.where("status = 'ok'").count() == 0
+    assert rows.count() == n_valid  # every failure recorded, none ok
+    assert {r.error.split(":")[0] for r in rows.collect()} == {"connect"}
+
+    with FakeChatServer() as server:
+        up = down.model_copy(deep=True)
+        up.teach.openai.base_url = server.base_url
+        run = run_job("teach", up, lake)
+        assert server.total_requests == n_valid  # each pair asked once: failed ones retried, none twice
+        assert server.auth_headers == {f"Bearer {SENTINEL_KEY}"}
+    rows = _rows(spark, lake, teacher)
+    assert rows.count() == n_valid == rows.where("status = 'ok'").count()
+    assert rows.where("input_tokens > 0 AND output_tokens > 0 AND grounding = 1.0").count() == n_valid
+    report = json.loads(Path(run.checks["report"]).read_text())
+    assert report["tokens_per_s"] > 0
+
+    # the key is in no table, report or log line
+    for table in ("explanations", "runs"):
+        df = lake.read(table)
+        text = " ".join(str(r.asDict()) for r in df.collect())
+        assert SENTINEL_KEY not in text, table
+    for path in Path(up.reports_dir).rglob("*.json"):
+        assert SENTINEL_KEY not in path.read_text()
+    captured = capsys.readouterr()
+    assert SENTINEL_KEY not in captured.out + captured.err
+
+
+def test_predict_bootstraps_unlabeled_candidates(spark, demo_lake):
+    config = _config(demo_lake, "rules-predict", splits=["train"])
+    lake = Lakehouse.from_config(spark, config)
+    labeled = lake.read("labels").limit(5).collect()
+    labeled_pairs = [(r.left_id, r.right_id) for r in labeled]
+    fresh = [("0", "1"), ("2", "3"), ("10", "20")]
+    cands = [
+        (pair_id(l, r), l, r, ["test"], None, "seed") for l, r in labeled_pairs[:2] + fresh
+    ]
+    lake.merge("candidates", spark.createDataFrame(cands, CANDIDATES))
+    code = main(["teach", "--predict", "--set", f"lakehouse.root={demo_lake}", "--set", "teach.teacher=rules-predict",
+                 "--set", "spark.master=local[2]", "--set", f"reports_dir={demo_lake.parent / 'reports-predict'}"])  # fmt: skip
+    assert code == 0
+    rows = _rows(spark, lake, "rules-predict").collect()
+    candidates = lake.read("candidates").join(lake.read("labels"), "pair_id", "left_anti").count()
+    assert len(rows) == candidates >= 3
+    assert all(r.pseudo_label and r.prompt_version == "predict-v1" and r.label in (0, 1) for r in rows)
+    assert {r.pair_id for r in rows}.isdisjoint({pair_id(l, r) for l, r in labeled_pairs})
