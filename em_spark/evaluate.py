@@ -141,28 +141,34 @@ def split_metrics(labeled: pd.DataFrame, missing_pairs: str, sweep_points: int) 
 def blocker_recall(lake: Lakehouse) -> dict[str, Any]:
     """Share of all labeled positive pairs each blocker proposed; an unproposed positive is
     a miss for every blocker. ``any`` is the pair completeness of the union."""
+    if not lake.exists("candidates"):
+        return {"positives": None, "any": None, "missed": None, "per_blocker": {}}
     positives = lake.read("labels").where(F.col("label") == 1).select("pair_id").distinct()
-    total = positives.count()
-    if total == 0 or not lake.exists("candidates"):
-        return {"positives": total, "any": None, "per_blocker": {}}
-    found = positives.join(lake.read("candidates").select("pair_id", "blockers"), "pair_id", "inner")
-    per_blocker = {
-        r["blocker"]: r["n"] / total
-        for r in found.select(F.explode("blockers").alias("blocker"))
-        .groupBy("blocker").agg(F.count(F.lit(1)).alias("n"))
+    proposed = positives.join(lake.read("candidates").select("pair_id", "blockers"), "pair_id", "left")
+    # One pass: a row per (positive, blocker), a null blocker for a miss; the rollup's
+    # grand total (grouping = 1) counts the positives.
+    rows = (
+        proposed.select("pair_id", F.explode_outer("blockers").alias("blocker"))
+        .rollup("blocker")
+        .agg(F.countDistinct("pair_id").alias("n"), F.grouping("blocker").alias("total"))
         .collect()
-    }
-    found_any = found.select("pair_id").distinct().count()
+    )
+    total = next((r["n"] for r in rows if r["total"]), 0)
+    if total == 0:
+        return {"positives": 0, "any": None, "missed": 0, "per_blocker": {}}
+    missed = next((r["n"] for r in rows if not r["total"] and r["blocker"] is None), 0)
+    per_blocker = {r["blocker"]: r["n"] / total for r in rows if not r["total"] and r["blocker"] is not None}
     return {
         "positives": total,
-        "any": found_any / total,
-        "missed": total - found_any,
+        "any": (total - missed) / total,
+        "missed": missed,
         "per_blocker": dict(sorted(per_blocker.items())),
     }
 
 
 def rationale_lengths(predictions: DataFrame) -> dict[str, Any]:
-    """Per verdict: pairs, how many carry a rationale, and its length in characters / words."""
+    """Per verdict: pairs, how many carry a rationale, its length in characters / words,
+    and the models that decided them."""
     text = F.trim(F.col("rationale"))
     has = text.isNotNull() & (F.length(text) > 0)
     chars = F.when(has, F.length(text))
@@ -176,6 +182,7 @@ def rationale_lengths(predictions: DataFrame) -> dict[str, Any]:
             F.percentile_approx(chars, [0.5, 0.9], 1000).alias("chars_p50_p90"),
             F.max(chars).alias("max_chars"),
             F.avg(words).alias("mean_words"),
+            F.slice(F.sort_array(F.collect_set("model_uri")), 1, 20).alias("model_uris"),
         )
         .collect()
     )
@@ -190,6 +197,7 @@ def rationale_lengths(predictions: DataFrame) -> dict[str, Any]:
             "p90_chars": p[1],
             "max_chars": r["max_chars"],
             "mean_words": _round(r["mean_words"]),
+            "model_uris": list(r["model_uris"]),
         }
     return dict(sorted(out.items()))
 
@@ -400,11 +408,9 @@ def run_evaluate(lake: Lakehouse, config: Config, run: Run) -> None:
     summary = split_metrics(labeled, conf.missing_pairs, conf.sweep_points)
     summary["split"] = conf.split
     summary["threshold"] = chosen_threshold(config)
-    summary["model_uris"] = sorted(
-        r[0] for r in lake.read("predictions").select("model_uri").where("model_uri IS NOT NULL").distinct().limit(20).collect()
-    )
     summary["blocking"] = blocker_recall(lake)
     summary["rationale_lengths"] = rationale_lengths(lake.read("predictions"))
+    summary["model_uris"] = sorted({u for v in summary["rationale_lengths"].values() for u in v["model_uris"]})
 
     samples = sample_pairs(labeled, conf.report_samples, conf.seed)
     unlabeled = unlabeled_matches(lake, conf.report_samples, conf.seed)

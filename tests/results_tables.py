@@ -82,3 +82,26 @@ def _prediction(left: str, right: str, p: float | None, verdict: str, rationale:
         "status": "failed" if failed else "ok", "error": "RuntimeError: <boom>" if failed else None,
         "model_uri": "models:/fixture/1", "run_id": RUN, "scored_at": NOW,
     }
+
+
+# --- one lake for the whole test run (evaluate, resolve, SQL, notebooks read it) ----------
+
+_BUILT: dict[str, tuple] = {}
+
+
+def results_lake(spark: SparkSession, tmp_path_factory) -> tuple:
+    """(config, lake, runs): the fixture tables plus one evaluate and one resolve run,
+    built once per test session (Delta commits are the slow part of these tests)."""
+    if "lake" not in _BUILT:
+        from conftest import make_config
+
+        from em_spark.pipeline import run_job
+
+        root = tmp_path_factory.mktemp("results") / "lakehouse"
+        root.mkdir()
+        config = make_config(root, reports_dir=str(root / "_reports"))
+        lake = Lakehouse.from_config(spark, config)
+        write_fixture_tables(spark, lake)
+        runs = {job: run_job(job, config, lake) for job in ("evaluate", "resolve")}
+        _BUILT["lake"] = (config, lake, runs)
+    return _BUILT["lake"]
