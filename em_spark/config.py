@@ -279,7 +279,7 @@ class TrainConf(Section):
     use_pseudo_labels: bool = False
     max_epochs: int = Field(default=8, ge=1)
     # Wall-clock budget of the optimization loop (the last validation may run past it).
-    budget_minutes: float = Field(default=4.0, gt=0)
+    budget_minutes: float = Field(default=3.0, gt=0)
     batch_size: int = Field(default=16, ge=1)
     grad_accum: int = Field(default=1, ge=1)
     # None: 1e-3 for a preset trained from scratch, 3e-4 for a pretrained checkpoint.

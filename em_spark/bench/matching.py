@@ -180,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget-minutes", type=float, default=None)
     p.add_argument("--max-epochs", type=int, default=None)
     p.add_argument("--seed", type=int, default=13)
-    p.add_argument("--limit-train", type=int, default=None, help="first N train pairs (and N/3 valid)")
+    p.add_argument("--limit-train", type=int, default=None, help="first N train pairs")
+    p.add_argument("--limit-valid", type=int, default=None, help="first N valid pairs (default: N/3 of --limit-train)")
     p.add_argument("--limit-test", type=int, default=None, help="first N test pairs")
     p.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -204,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.max_epochs is not None:
         overrides.append(f"train.max_epochs={args.max_epochs}")
     conf = load_config(overrides=overrides).train
-    limits = {"train": args.limit_train, "valid": args.limit_train and max(20, args.limit_train // 3)}
+    limits = {"train": args.limit_train, "valid": args.limit_valid or (args.limit_train and max(20, args.limit_train // 3))}
     t0 = time.monotonic()
     train = load_dataset(args.train, limits)
     test = load_dataset(args.test, {"test": args.limit_test})

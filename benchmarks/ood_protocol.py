@@ -1,0 +1,128 @@
+"""The paper's out-of-domain protocol (ANCHORS.md): BL vs EA, same model, same budget.
+
+Each row trains on one dataset (train + valid: early stopping and threshold) and tests on
+another dataset's test split, once per mode (label_only = BL, explained = EA, and the
+ablations shuffled / truncated with ``--ablations``), through ``em-spark bench matching``.
+Every run's JSON lands in ``--out-dir``; the table goes to ``--out-dir/ood_table.md`` and
+replaces the block between the ``ood-table`` markers in docs/BENCHMARKS.md (if present).
+
+    .venv/bin/python benchmarks/ood_protocol.py --budget-minutes 3 --out-dir benchmarks/results/ood
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from em_spark.bench.matching import main as bench_matching  # noqa: E402
+
+DATASETS = REPO.parent / "shared" / "datasets"
+# (setting, train folder, test folder, paper BL, paper EA)
+ROWS = [
+    ("cross-domain", "Textual-Abt-Buy", "Structured-Beer", 68.86, 89.66),
+    ("cross-domain", "Structured-Walmart-Amazon", "Structured-Beer", 77.77, 89.65),
+    ("cross-distribution", "Textual-Abt-Buy", "Structured-Walmart-Amazon", 25.77, 45.09),
+    ("cross-distribution", "Structured-Walmart-Amazon", "Textual-Abt-Buy", 63.75, 67.52),
+    ("cross-schema", "Structured-iTunes-Amazon", "Structured-Walmart-Amazon", 20.04, 43.09),
+    ("cross-schema", "Structured-Walmart-Amazon", "Structured-iTunes-Amazon", 51.72, 75.63),
+    # The paper's WDC Computers -> Cameras sets are not available here.
+    ("cross-domain", "WDC-Products-80cc20rnd050un", "Textual-Abt-Buy", None, None),
+]
+MODES = ["label_only", "explained"]
+ABLATIONS = ["shuffled", "truncated"]
+START, END = "<!-- ood-table:start -->", "<!-- ood-table:end -->"
+
+
+def run_all(args: argparse.Namespace) -> list[dict]:
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    modes = MODES + (ABLATIONS if args.ablations else [])
+    results = []
+    for setting, train, test, paper_bl, paper_ea in ROWS:
+        if args.rows and f"{train}->{test}" not in args.rows:
+            continue
+        for mode in modes:
+            path = out_dir / f"{train}__{test}__{args.model}__{mode}.json"
+            if not path.is_file():  # resumable: finished runs are kept
+                argv = [
+                    "--train", str(DATASETS / train), "--test", str(DATASETS / test),
+                    "--model", args.model, "--mode", mode, "--budget-minutes", str(args.budget_minutes),
+                    "--seed", str(args.seed), "--out", str(path), "--set", f"threads={args.threads}",
+                ]
+                if args.limit_valid:
+                    argv += ["--limit-valid", str(args.limit_valid)]
+                bench_matching(argv)
+            report = json.loads(path.read_text())
+            results.append({"setting": setting, "train": train, "test": test, "mode": mode,
+                            "paper_bl": paper_bl, "paper_ea": paper_ea, **report})
+    return results
+
+
+def table(results: list[dict], args: argparse.Namespace) -> str:
+    by_row: dict[tuple, dict[str, dict]] = {}
+    for r in results:
+        by_row.setdefault((r["setting"], r["train"], r["test"], r["paper_bl"], r["paper_ea"]), {})[r["mode"]] = r
+    modes = [m for m in MODES + ABLATIONS if any(m in v for v in by_row.values())]
+    names = {"label_only": "BL", "explained": "EA", "shuffled": "shuffled", "truncated": "truncated"}
+    head = "| setting | train -> test | " + " | ".join(f"{names[m]} F1" for m in modes)
+    head += " | EA - BL | valid F1 BL / EA | paper BL / EA |"
+    lines = [
+        f"Model `{args.model}`, budget {args.budget_minutes} min of training per run, seed {args.seed}, "
+        f"threshold on the train dataset's valid split{f' (first {args.limit_valid} pairs)' if args.limit_valid else ''}.",
+        "",
+        head,
+        "|" + "---|" * (head.count("|") - 1),
+    ]
+    wins = 0
+    for (setting, train, test, pbl, pea), runs in by_row.items():
+        cells = [f"{100 * runs[m]['f1']:.2f}" if m in runs else "" for m in modes]
+        delta = ""
+        if "label_only" in runs and "explained" in runs:
+            d = 100 * (runs["explained"]["f1"] - runs["label_only"]["f1"])
+            wins += d > 0
+            delta = f"{d:+.2f}"
+        valid = " / ".join(f"{100 * runs[m]['valid_f1']:.1f}" if m in runs else "-" for m in MODES)
+        paper = f"{pbl} / {pea}" if pbl is not None else "n/a"
+        lines.append(f"| {setting} | {train} -> {test} | " + " | ".join(cells) + f" | {delta} | {valid} | {paper} |")
+    lines += ["", f"EA beats BL on {wins} of {len(by_row)} rows."]
+    return "\n".join(lines) + "\n"
+
+
+def write_docs(text: str) -> None:
+    doc = REPO / "docs" / "BENCHMARKS.md"
+    if not doc.is_file():
+        return
+    content = doc.read_text(encoding="utf-8")
+    if START in content and END in content:
+        before, rest = content.split(START, 1)
+        _, after = rest.split(END, 1)
+        doc.write_text(before + START + "\n" + text + END + after, encoding="utf-8")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="tiny")
+    p.add_argument("--budget-minutes", type=float, default=3.0)
+    p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--limit-valid", type=int, default=None)
+    p.add_argument("--ablations", action="store_true", help="also the shuffled and truncated modes")
+    p.add_argument("--rows", nargs="*", default=None, help="only these TRAIN->TEST rows")
+    p.add_argument("--out-dir", default=str(REPO / "benchmarks" / "results" / "ood"))
+    p.add_argument("--no-docs", action="store_true", help="do not edit docs/BENCHMARKS.md")
+    args = p.parse_args()
+    text = table(run_all(args), args)
+    (Path(args.out_dir) / "ood_table.md").write_text(text, encoding="utf-8")
+    if not args.no_docs:
+        write_docs(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

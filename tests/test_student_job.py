@@ -1,0 +1,115 @@
+"""The train job on real Spark + Delta + MLflow (SQLite), and the matching bench command."""
+
+from __future__ import annotations
+
+import csv
+import json
+from datetime import datetime
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from pyspark.sql import functions as F
+
+from em_spark.cli import main
+from em_spark.pipeline import run_job
+from em_spark.student.inference import StudentPredictor
+from em_spark.tables import Lakehouse
+from em_spark.teacher.rules import explain_pair
+from tests.conftest import DEMO_DATA, SHARED_DATASETS, make_config
+
+
+def _slice(src: Path, dst: Path, n: int) -> Path:
+    """The first n matches and n non-matches of a labels file (both labels present)."""
+    with src.open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    keep = [r for r in rows if r["label"] == "1"][:n] + [r for r in rows if r["label"] == "0"][:n]
+    with dst.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["ltable_id", "rtable_id", "label"])
+        writer.writeheader()
+        writer.writerows({k: r[k] for k in ("ltable_id", "rtable_id", "label")} for r in keep)
+    return dst
+
+
+def _write_explanations(lake: Lakehouse, every: int) -> int:
+    """Rules explanations for every ``every``-th train pair (the rest must fall back)."""
+    pairs = (
+        lake.read("labels").where("split = 'train'").alias("p")
+        .join(lake.read("records").where("source = 'left'").alias("l"), F.col("p.left_id") == F.col("l.record_id"))
+        .join(lake.read("records").where("source = 'right'").alias("r"), F.col("p.right_id") == F.col("r.record_id"))
+        .select("p.pair_id", "p.left_id", "p.right_id", "p.label", F.col("l.attributes").alias("la"),
+                F.col("r.attributes").alias("ra"))
+        .orderBy("pair_id").collect()
+    )
+    rows = [
+        (p.pair_id, "rules", "rationalize-v1", p.left_id, p.right_id, p.label, False,
+         explain_pair(p.la, p.ra, p.label), "ok", None, None, 1.0, None, None, None, "test", datetime.now())
+        for i, p in enumerate(pairs) if i % every == 0
+    ]
+    from em_spark.tables import EXPLANATIONS
+
+    lake.merge("explanations", lake.spark.createDataFrame(rows, EXPLANATIONS))
+    return len(pairs) - len(rows)
+
+
+def test_train_job_logs_registers_and_loads_by_uri(spark, lake_root, tmp_path):
+    labels = [
+        {"path": str(_slice(DEMO_DATA / "train.csv", tmp_path / "train.csv", 12)), "split": "train"},
+        {"path": str(_slice(DEMO_DATA / "valid.csv", tmp_path / "valid.csv", 6)), "split": "valid"},
+    ]
+    config = make_config(
+        lake_root,
+        ingest={"left": {"path": str(DEMO_DATA / "tableA.csv")}, "right": {"path": str(DEMO_DATA / "tableB.csv")},
+                "labels": labels},
+        train={"max_epochs": 2, "batch_size": 8, "budget_minutes": 0.5, "threads": 1, "max_target_tokens": 24},
+    )
+    lake = Lakehouse.from_config(spark, config)
+    run_job("ingest", config, lake)
+    missing = _write_explanations(lake, every=2)
+    run = run_job("train", config, lake)
+
+    assert run.counts["train_pairs"] == 24 and run.counts["valid_pairs"] == 12
+    assert run.counts["label_only_fallbacks"] == missing > 0
+    uri = run.checks["model_uri"]
+    assert uri == f"models:/{config.mlflow.registered_model}/1"
+    mlflow.set_tracking_uri(config.mlflow.tracking_uri)
+    logged = mlflow.get_run(run.checks["mlflow_run_id"])
+    assert logged.data.params["train.mode"] == "explained"
+    assert "best_valid_f1" in logged.data.metrics and "prefilter_prefilter_recall" in logged.data.metrics
+    history = mlflow.MlflowClient().get_metric_history(logged.info.run_id, "train_loss")
+    assert len(history) >= 1
+
+    predictor = StudentPredictor.load(uri, device="cpu")
+    assert abs(predictor.threshold - float(run.checks["threshold"])) < 1e-5
+    assert predictor.attributes and predictor.prefilter_path is not None
+    assert (predictor.prefilter_path / "feature_matcher.json").is_file()
+    left = {"name": "arnie morton's of chicago", "addr": "435 s. la cienega blv.", "city": "los angeles"}
+    text = predictor.serialize(left, dict(left))
+    assert text.startswith("Entity A: COL name VAL arnie")
+    assert 0.0 <= predictor.p_match([text])[0] <= 1.0
+    pyfunc = mlflow.pyfunc.load_model(uri)
+    out = pyfunc.predict(pd.DataFrame({"text": [text, text]}))
+    assert list(out.columns) == ["p_match", "verdict"] and set(out["verdict"]) <= {"match", "no_match"}
+
+    # A second run registers version 2 under the same name.
+    assert run_job("train", config.model_copy(update={"train": config.train.model_copy(update={"prefilter": False})}),
+                   lake).checks["model_uri"].endswith("/2")
+
+
+def test_bench_matching_writes_json(tmp_path):
+    data = SHARED_DATASETS / "Structured-Fodors-Zagats"
+    out = tmp_path / "student.json"
+    assert main(["bench", "matching", "--train", str(data), "--test", str(data), "--mode", "label_only",
+                 "--limit-train", "40", "--limit-test", "30", "--max-epochs", "1", "--budget-minutes", "0.2",
+                 "--set", "threads=1", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    for key in ("f1", "precision", "recall", "threshold", "test_pairs", "seconds", "valid_f1", "history"):
+        assert key in report, key
+    assert report["test_pairs"] == 30 and report["train_pairs"] == 40 and report["mode"] == "label_only"
+    assert 0.0 <= report["f1"] <= 1.0
+
+    features = tmp_path / "features.json"
+    assert main(["bench", "matching", "--train", str(data), "--test", str(data), "--model", "features",
+                 "--out", str(features)]) == 0
+    baseline = json.loads(features.read_text())
+    assert baseline["test_pairs"] == 189 and baseline["f1"] > 0.8
