@@ -1,0 +1,386 @@
+"""Candidate generation: configurable blockers, combined by union, in DataFrame code.
+
+Every blocker yields pairs (left_id, right_id) in the output orientation: link mode pairs
+a left record with a right one; dedupe mode pairs two records of the one table, each
+unordered pair once, smaller id (string order) on the left, never a record with itself.
+
+Two families:
+- key blockers (tokens, MinHash bands, sorted-neighbourhood positions) pair the records
+  that share a key. A key held by too many records is dropped (the cap) and reported, so
+  one heavy-hitter value cannot turn the join into a cross product.
+- top-k blockers (TF-IDF, embeddings) give each record its k best-scoring partners, so a
+  record without a rare token still gets candidates.
+
+``only_involving`` restricts the work to pairs with at least one side in a given set:
+every join is split into (involved x all) + (not involved x involved) instead of
+computing all pairs and filtering.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from em_spark.blocking import text
+from em_spark.config import BlockConf, KeyCapConf, MinHashConf, SortedNeighbourhoodConf, TokenBlockConf, TopKConf
+from em_spark.errors import ConfigError
+from em_spark.tables import pair_id_col
+
+LEFT, RIGHT = "left", "right"
+MODES = ("link", "dedupe")
+
+
+@dataclass
+class Prepared:
+    """The records to block: ``rec`` has source, rid, attributes, is_new."""
+
+    rec: DataFrame
+    mode: str
+    n_left: int
+    n_right: int
+    involving: bool
+    exclude: list[str]
+
+    @property
+    def n_records(self) -> int:
+        return self.n_left + (self.n_right if self.mode == "link" else 0)
+
+    @property
+    def total_pairs(self) -> int:
+        if self.mode == "link":
+            return self.n_left * self.n_right
+        return self.n_left * (self.n_left - 1) // 2
+
+
+@dataclass
+class BlockingPlan:
+    """Lazy DataFrames: the candidates, and per key blocker its key statistics
+    (key, records, pairs, dropped) for the report."""
+
+    candidates: DataFrame
+    key_stats: dict[str, DataFrame] = field(default_factory=dict)
+    caps: dict[str, int] = field(default_factory=dict)  # blocker -> records per key allowed
+    prepared: Prepared | None = None
+
+
+def candidate_pairs(
+    records: DataFrame, conf: BlockConf, mode: str, only_involving: DataFrame | None = None
+) -> DataFrame:
+    """Candidate pairs of ``records`` (records contract) as pair_id, left_id, right_id,
+    blockers (sorted array<string>), score (TF-IDF cosine of the two records).
+
+    ``only_involving`` (source, record_id): only pairs with at least one side in it.
+    """
+    return plan_blocking(records, conf, mode, only_involving).candidates
+
+
+def plan_blocking(
+    records: DataFrame, conf: BlockConf, mode: str, only_involving: DataFrame | None = None
+) -> BlockingPlan:
+    if mode not in MODES:
+        raise ConfigError(f"mode: expected one of {MODES}, got {mode!r}")
+    prep = _prepare(records, mode, only_involving, conf.exclude_attributes)
+    parts: list[DataFrame] = []
+    stats: dict[str, DataFrame] = {}
+    # Read by the top-k join, its statistics and the final scores: computed once.
+    weights = _term_weights(prep, conf.topk).localCheckpoint()
+    if conf.tokens.enabled:
+        keys = _token_keys(prep, conf.tokens)
+        pairs, stats["tokens"] = _key_pairs(prep, keys, conf.tokens.cap)
+        parts.append(pairs.withColumn("blocker", F.lit("tokens")))
+    if conf.topk.enabled:
+        pairs, stats["topk"] = _tfidf_topk(prep, weights, conf.topk)
+        parts.append(pairs.withColumn("blocker", F.lit("topk")))
+    if conf.minhash.enabled:
+        keys = _minhash_keys(prep, conf.minhash)
+        pairs, stats["minhash"] = _key_pairs(prep, keys, conf.minhash.cap)
+        parts.append(pairs.withColumn("blocker", F.lit("minhash")))
+    if conf.sorted_neighbourhood.enabled:
+        pairs = _sorted_neighbourhood(prep, conf.sorted_neighbourhood)
+        parts.append(pairs.withColumn("blocker", F.lit("sorted_neighbourhood")))
+    if conf.embedding.enabled:
+        from em_spark.blocking.embedding import embedding_topk
+
+        pairs = embedding_topk(prep, conf.embedding)
+        parts.append(pairs.withColumn("blocker", F.lit("embedding")))
+    if not parts:
+        raise ConfigError("block: every blocker is disabled; enable at least one")
+
+    union = parts[0]
+    for part in parts[1:]:
+        union = union.unionByName(part)
+    pairs = union.groupBy("left_id", "right_id").agg(
+        F.array_sort(F.collect_set("blocker")).alias("blockers")
+    )
+    candidates = _with_score(pairs, weights, prep).select(
+        pair_id_col("left_id", "right_id").alias("pair_id"),
+        "left_id",
+        "right_id",
+        "blockers",
+        "score",
+    )
+    caps = {
+        name: _cap_limit(getattr(conf, name).cap, prep) for name in ("tokens", "topk", "minhash") if name in stats
+    }
+    return BlockingPlan(candidates, stats, caps, prep)
+
+
+# --- preparation -----------------------------------------------------------------------
+
+
+def _prepare(
+    records: DataFrame, mode: str, only_involving: DataFrame | None, exclude: list[str]
+) -> Prepared:
+    rec = records.select("source", F.col("record_id").alias("rid"), "attributes")
+    if mode == "dedupe":
+        # Dedupe blocks one table: ingest writes it as source 'left'.
+        rec = rec.where(F.col("source") == LEFT)
+    if only_involving is not None:
+        marks = only_involving.select(
+            "source", F.col("record_id").alias("rid"), F.lit(True).alias("is_new")
+        ).distinct()
+        rec = rec.join(marks, ["source", "rid"], "left").withColumn(
+            "is_new", F.coalesce("is_new", F.lit(False))
+        )
+    else:
+        rec = rec.withColumn("is_new", F.lit(True))
+    counts = {r["source"]: r["n"] for r in rec.groupBy("source").agg(F.count("*").alias("n")).collect()}
+    return Prepared(
+        rec=rec,
+        mode=mode,
+        n_left=int(counts.get(LEFT, 0)),
+        n_right=int(counts.get(RIGHT, 0)),
+        involving=only_involving is not None,
+        exclude=list(exclude),
+    )
+
+
+def _values(prep: Prepared, names: list[str] | None) -> Column:
+    return text.attribute_values(F.col("attributes"), names, prep.exclude)
+
+
+def _cap_limit(cap: KeyCapConf, prep: Prepared) -> int:
+    return max(2, min(cap.max_records, int(cap.max_share * prep.n_records)))
+
+
+def _sides(df: DataFrame, prep: Prepared) -> tuple[DataFrame, DataFrame]:
+    """(query side, candidate side) of ``df`` (columns source, rid, is_new, ...), renamed."""
+
+    def named(d: DataFrame, s: str) -> DataFrame:
+        return d.select(
+            *[F.col(c).alias(f"{c}_{s}") if c in ("rid", "is_new") else F.col(c) for c in d.columns if c != "source"]
+        )
+
+    if prep.mode == "link":
+        return named(df.where(F.col("source") == LEFT), "l"), named(df.where(F.col("source") == RIGHT), "r")
+    return named(df, "l"), named(df, "r")
+
+
+def _involving_join(a: DataFrame, b: DataFrame, on: str | list[str], prep: Prepared) -> DataFrame:
+    """a JOIN b, limited to rows with at least one involved side when ``only_involving``.
+
+    Split as (involved a x all b) + (other a x involved b): disjoint, and no pair outside
+    the involved set is ever formed.
+    """
+    if not prep.involving:
+        return a.join(b, on)
+    first = a.where(F.col("is_new_l")).join(b, on)
+    second = a.where(~F.col("is_new_l")).join(b.where(F.col("is_new_r")), on)
+    return first.unionByName(second)
+
+
+def _oriented(df: DataFrame, prep: Prepared) -> DataFrame:
+    """(rid_l, rid_r) -> (left_id, right_id); dedupe: smaller id left, no self pairs."""
+    if prep.mode == "link":
+        return df.select(F.col("rid_l").alias("left_id"), F.col("rid_r").alias("right_id"))
+    return df.where(F.col("rid_l") != F.col("rid_r")).select(
+        F.least("rid_l", "rid_r").alias("left_id"), F.greatest("rid_l", "rid_r").alias("right_id")
+    )
+
+
+# --- key blockers ----------------------------------------------------------------------
+
+
+def _key_pairs(prep: Prepared, keys: DataFrame, cap: KeyCapConf) -> tuple[DataFrame, DataFrame]:
+    """Pairs of records sharing a key (source, rid, is_new, key), under the cap."""
+    # Checkpointed: both the statistics and the join read the keys.
+    keys = keys.where(F.col("key").isNotNull()).dropDuplicates(["source", "rid", "key"]).localCheckpoint()
+    stats = _key_stats(keys, prep, _cap_limit(cap, prep)).localCheckpoint()
+    kept = keys.join(stats.where(~F.col("dropped") & (F.col("pairs") > 0)).select("key"), "key", "left_semi")
+    a, b = _sides(kept, prep)
+    joined = _involving_join(a, b, "key", prep)
+    if prep.mode == "dedupe" and not prep.involving:
+        joined = joined.where(F.col("rid_l") < F.col("rid_r"))
+    return _oriented(joined, prep).distinct(), stats
+
+
+def _key_stats(keys: DataFrame, prep: Prepared, limit: int) -> DataFrame:
+    """Per key: records holding it, the pairs it would make, and whether the cap drops it."""
+    n_left = F.sum(F.when(F.col("source") == LEFT, 1).otherwise(0))
+    n_right = F.sum(F.when(F.col("source") == RIGHT, 1).otherwise(0))
+    agg = keys.groupBy("key").agg(F.count("*").alias("records"), n_left.alias("n_left"), n_right.alias("n_right"))
+    if prep.mode == "link":
+        pairs = F.col("n_left").cast("long") * F.col("n_right")
+    else:
+        pairs = F.col("records").cast("long") * (F.col("records") - 1) / 2
+    return agg.where(F.col("records") >= 2).select(
+        "key",
+        "records",
+        pairs.cast("long").alias("pairs"),
+        (F.col("records") > F.lit(limit)).alias("dropped"),
+    )
+
+
+def _token_keys(prep: Prepared, conf: TokenBlockConf) -> DataFrame:
+    tokens = text.words(_values(prep, conf.attributes))
+    keys: list[Column] = []
+    if conf.words:
+
+        def keep(t: Column) -> Column:
+            ok = F.length(t) >= conf.min_length
+            return ok & text.is_code(t) if conf.codes_only else ok
+
+        keys.append(F.transform(F.filter(tokens, keep), lambda t: F.concat(F.lit("w:"), t)))
+    if conf.qgram:
+        keys.append(F.transform(text.qgrams(tokens, conf.qgram), lambda g: F.concat(F.lit("q:"), g)))
+    if not keys:
+        raise ConfigError("block.tokens: enable words or set qgram > 0 (or disable the blocker)")
+    all_keys = F.array_distinct(F.concat(*keys)) if len(keys) > 1 else F.array_distinct(keys[0])
+    return prep.rec.select("source", "rid", "is_new", F.explode(all_keys).alias("key"))
+
+
+def _minhash_keys(prep: Prepared, conf: MinHashConf) -> DataFrame:
+    """Band keys "band:hash(r minhashes)": records agreeing on all r rows of a band meet."""
+    tokens = text.words(_values(prep, conf.attributes))
+    shingles = F.array_distinct(text.qgrams(tokens, conf.qgram) if conf.qgram else tokens)
+    with_sh = prep.rec.select("source", "rid", "is_new", shingles.alias("sh")).where(F.size("sh") > 0)
+    n = conf.bands * conf.rows
+    # One hash function per row: xxhash64 of the shingle salted with the row's seed.
+    signature = [F.array_min(F.transform(F.col("sh"), _salted_hash(conf.seed * 1_000_003 + i))) for i in range(n)]
+    bands = [
+        F.concat_ws(":", F.lit(str(j)), F.xxhash64(*signature[j * conf.rows : (j + 1) * conf.rows]).cast("string"))
+        for j in range(conf.bands)
+    ]
+    return with_sh.select("source", "rid", "is_new", F.explode(F.array(*bands)).alias("key"))
+
+
+def _salted_hash(seed: int):
+    # A one-argument lambda: Spark reads a second parameter as the element's index.
+    return lambda t: F.xxhash64(t, F.lit(seed))
+
+
+def _sorted_neighbourhood(prep: Prepared, conf: SortedNeighbourhoodConf) -> DataFrame:
+    """Pairs less than ``window`` positions apart when all records are sorted by the key."""
+    attrs = F.col("attributes")
+    if conf.key is None:
+        raw = F.coalesce(F.element_at(F.map_values(attrs), 1), F.lit(""))
+    else:
+        raw = F.concat_ws(" ", *[F.coalesce(attrs.getItem(k), F.lit("")) for k in conf.key])
+    keyed = prep.rec.select("source", "rid", "is_new", text.normalize(raw).alias("sort_key")).where(
+        F.col("sort_key") != ""
+    )
+    # One global order (ties broken by source and id, so the result is deterministic).
+    ordered = keyed.withColumn("pos", F.row_number().over(Window.orderBy("sort_key", "source", "rid")))
+    ahead = ordered.select(
+        F.col("source").alias("source_l"),
+        F.col("rid").alias("rid_l"),
+        F.col("is_new").alias("is_new_l"),
+        F.explode(F.sequence(F.col("pos") + 1, F.col("pos") + conf.window - 1)).alias("pos"),
+    )
+    behind = ordered.select(
+        F.col("source").alias("source_r"), F.col("rid").alias("rid_r"), F.col("is_new").alias("is_new_r"), "pos"
+    )
+    joined = ahead.join(behind, "pos")
+    if prep.involving:
+        joined = joined.where(F.col("is_new_l") | F.col("is_new_r"))
+    if prep.mode == "link":
+        cross = joined.where(F.col("source_l") != F.col("source_r"))
+        left_first = F.col("source_l") == LEFT
+        return cross.select(
+            F.when(left_first, F.col("rid_l")).otherwise(F.col("rid_r")).alias("left_id"),
+            F.when(left_first, F.col("rid_r")).otherwise(F.col("rid_l")).alias("right_id"),
+        ).distinct()
+    return _oriented(joined, prep).distinct()
+
+
+# --- TF-IDF top-k ----------------------------------------------------------------------
+
+
+def _term_weights(prep: Prepared, conf: TopKConf) -> DataFrame:
+    """source, rid, is_new, term, df, w: sublinear TF-IDF, L2-normalized per term space
+    (words "w:", q-grams "q:") and averaged over spaces, so a dot product is the mean
+    cosine over the spaces."""
+    tokens = text.words(_values(prep, conf.attributes), conf.max_words_per_attribute)
+    terms = F.transform(tokens, lambda t: F.concat(F.lit("w:"), t))
+    n_spaces = 1
+    if conf.qgram:
+        grams = F.transform(text.qgrams(tokens, conf.qgram), lambda g: F.concat(F.lit("q:"), g))
+        terms = F.concat(terms, grams)
+        n_spaces = 2
+    exploded = prep.rec.select("source", "rid", "is_new", F.explode(terms).alias("term"))
+    tf = exploded.groupBy("source", "rid", "is_new", "term").agg(F.count("*").alias("tf"))
+    df = tf.groupBy("term").agg(F.count("*").alias("df"))
+    n = prep.n_records
+    idf = F.log(F.lit(n + 1.0) / (F.col("df") + 1.0)) + 1.0
+    weighted = tf.join(df, "term").withColumn("w", (1.0 + F.log(F.col("tf"))) * idf)
+    space = Window.partitionBy("source", "rid", F.substring("term", 1, 1))
+    norm = F.sqrt(F.sum(F.col("w") * F.col("w")).over(space))
+    return weighted.select(
+        "source", "rid", "is_new", "term", "df", (F.col("w") / norm / n_spaces).alias("w")
+    )
+
+
+def _tfidf_topk(prep: Prepared, weights: DataFrame, conf: TopKConf) -> tuple[DataFrame, DataFrame]:
+    limit = _cap_limit(conf.cap, prep)
+    stats = _key_stats(weights.select("source", "rid", F.col("term").alias("key")), prep, limit).localCheckpoint()
+    postings = weights.where((F.col("df") >= 2) & (F.col("df") <= limit)).select("source", "rid", "is_new", "term", "w")
+    left, right = _sides(postings, prep)
+    if prep.mode == "dedupe":
+        scored = _partial_scores(left, right, prep).where(F.col("rid_l") != F.col("rid_r"))
+        return _oriented(_top(scored, "rid_l", "rid_r", conf.k), prep).distinct(), stats
+
+    scored = _partial_scores(left, right, prep)
+    forward = _top(scored, "rid_l", "rid_r", conf.k)
+    pairs = forward.select(F.col("rid_l").alias("left_id"), F.col("rid_r").alias("right_id"))
+    k_back = min(conf.k, conf.k * prep.n_left // max(prep.n_right, 1)) if conf.both_sides else 0
+    if k_back >= 1:
+        # The same scores seen from the right: each right record's best left records.
+        back = _top(scored, "rid_r", "rid_l", k_back)
+        pairs = pairs.unionByName(back.select(F.col("rid_l").alias("left_id"), F.col("rid_r").alias("right_id")))
+    return pairs.distinct(), stats
+
+
+def _partial_scores(left: DataFrame, right: DataFrame, prep: Prepared) -> DataFrame:
+    """Dot products over the shared uncapped terms (a lower bound of the cosine)."""
+    joined = _involving_join(left.withColumnRenamed("w", "w_l"), right.withColumnRenamed("w", "w_r"), "term", prep)
+    # Rounded so that summation order cannot reorder near-ties between runs.
+    total = F.round(F.sum(F.col("w_l") * F.col("w_r")), 9)
+    return joined.groupBy("rid_l", "rid_r").agg(total.alias("score"))
+
+
+def _top(scored: DataFrame, query: str, other: str, k: int) -> DataFrame:
+    """The k best rows per ``query`` (ties broken by id, so the output is deterministic)."""
+    rank = F.row_number().over(Window.partitionBy(query).orderBy(F.desc("score"), F.asc(other)))
+    return scored.withColumn("rank", rank).where(F.col("rank") <= k).drop("rank")
+
+
+def _with_score(pairs: DataFrame, weights: DataFrame, prep: Prepared) -> DataFrame:
+    """Add each pair's full TF-IDF cosine (every term, capped ones included)."""
+    vectors = weights.groupBy("source", "rid").agg(
+        F.map_from_entries(F.collect_list(F.struct("term", "w"))).alias("vec")
+    )
+    right_source = RIGHT if prep.mode == "link" else LEFT
+    lv = vectors.where(F.col("source") == LEFT).select(F.col("rid").alias("left_id"), F.col("vec").alias("lv"))
+    rv = vectors.where(F.col("source") == right_source).select(
+        F.col("rid").alias("right_id"), F.col("vec").alias("rv")
+    )
+    dot = F.aggregate(
+        F.map_entries(F.col("lv")),
+        F.lit(0.0),
+        lambda acc, e: acc + e["value"] * F.coalesce(F.try_element_at(F.col("rv"), e["key"]), F.lit(0.0)),
+    )
+    joined = pairs.join(lv, "left_id", "left").join(rv, "right_id", "left")
+    score = F.when(F.col("lv").isNull() | F.col("rv").isNull(), F.lit(0.0)).otherwise(F.round(dot, 6))
+    return joined.select("left_id", "right_id", "blockers", score.alias("score"))

@@ -1,0 +1,175 @@
+"""The blocking report: what blocking kept, what it cost, what the caps dropped.
+
+Only aggregates reach the driver (counts, quantiles, the top keys), never candidates.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from em_spark.blocking.core import BlockingPlan, Prepared
+
+TOP_KEYS = 10
+
+
+def gold_pairs(labels: DataFrame) -> DataFrame:
+    """Positive labeled pairs (left_id, right_id) of every split."""
+    return labels.where(F.col("label") == 1).select("left_id", "right_id").distinct()
+
+
+def blocking_report(plan: BlockingPlan, candidates: DataFrame, gold: DataFrame | None) -> dict[str, Any]:
+    """Report over materialized ``candidates`` (cache them first: several passes read them).
+
+    ``gold`` (left_id, right_id), oriented like the candidates, gives pair completeness.
+    """
+    prep = plan.prepared
+    assert prep is not None
+    n = candidates.count()
+    total = prep.total_pairs
+    report: dict[str, Any] = {
+        "mode": prep.mode,
+        "records": {"left": prep.n_left, "right": prep.n_right} if prep.mode == "link" else {"all": prep.n_left},
+        "candidates": n,
+        "all_pairs": total,
+        "reduction_ratio": round(1.0 - n / total, 6) if total else None,
+        "candidates_per_left": round(n / prep.n_left, 3) if prep.n_left else None,
+        "per_record": _per_record(candidates, prep),
+        "blockers": _per_blocker(candidates, gold),
+        "keys": {name: _key_report(stats, plan.caps.get(name)) for name, stats in plan.key_stats.items()},
+    }
+    report.update(_completeness(candidates, gold))
+    return report
+
+
+def _per_record(candidates: DataFrame, prep: Prepared) -> dict[str, Any]:
+    """Distribution of candidates per record, records without any candidate included."""
+    if prep.mode == "link":
+        sides = {
+            "left": (candidates.select(F.col("left_id").alias("id")), prep.n_left),
+            "right": (candidates.select(F.col("right_id").alias("id")), prep.n_right),
+        }
+    else:
+        # Dedupe: a record takes part as either side of its unordered pairs.
+        both = candidates.select(F.col("left_id").alias("id")).unionAll(candidates.select(F.col("right_id").alias("id")))
+        sides = {"left": (both, prep.n_left)}
+    out: dict[str, Any] = {}
+    for side, (source, n_records) in sides.items():
+        per = source.groupBy("id").agg(F.count("*").alias("n"))
+        hist_rows = per.groupBy("n").agg(F.count("*").alias("records")).collect()
+        histogram = {int(r["n"]): int(r["records"]) for r in hist_rows}
+        with_any = sum(histogram.values())
+        if n_records > with_any:
+            histogram[0] = n_records - with_any
+        out[side] = _summary(histogram)
+    return out
+
+
+def _summary(histogram: dict[int, int]) -> dict[str, Any]:
+    """Mean, quantiles and max from a {candidates: records} histogram."""
+    total = sum(histogram.values())
+    if not total:
+        return {"records": 0}
+    ordered = sorted(histogram.items())
+    quantiles: dict[str, int] = {}
+    for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99)):
+        seen = 0
+        for value, count in ordered:
+            seen += count
+            if seen >= q * total:
+                quantiles[name] = value
+                break
+    return {
+        "records": total,
+        "mean": round(sum(v * c for v, c in ordered) / total, 3),
+        **quantiles,
+        "max": ordered[-1][0],
+        "without_candidates": histogram.get(0, 0),
+        "histogram": {str(v): c for v, c in ordered},
+    }
+
+
+def _per_blocker(candidates: DataFrame, gold: DataFrame | None) -> dict[str, Any]:
+    """Per blocker: candidates it produced, those only it produced, gold pairs it found."""
+    exploded = candidates.select(F.explode("blockers").alias("blocker"), F.size("blockers").alias("k"), "left_id", "right_id")
+    aggs = [F.count("*").alias("candidates"), F.sum(F.when(F.col("k") == 1, 1).otherwise(0)).alias("only_this")]
+    if gold is not None:
+        marked = exploded.join(gold.withColumn("gold", F.lit(1)), ["left_id", "right_id"], "left")
+        aggs.append(F.sum(F.coalesce("gold", F.lit(0))).alias("gold_found"))
+        exploded = marked
+    rows = exploded.groupBy("blocker").agg(*aggs).orderBy("blocker").collect()
+    return {r["blocker"]: {k: int(v) for k, v in r.asDict().items() if k != "blocker"} for r in rows}
+
+
+def _completeness(candidates: DataFrame, gold: DataFrame | None) -> dict[str, Any]:
+    if gold is None:
+        return {"pair_completeness": None, "gold_pairs": 0}
+    n_gold = gold.count()
+    found = gold.join(candidates.select("left_id", "right_id"), ["left_id", "right_id"], "left_semi").count()
+    return {
+        "pair_completeness": round(found / n_gold, 6) if n_gold else None,
+        "gold_pairs": n_gold,
+        "gold_found": found,
+    }
+
+
+def _key_report(stats: DataFrame, cap: int | None) -> dict[str, Any]:
+    """The largest keys kept and dropped, and what the cap dropped."""
+    totals = stats.groupBy("dropped").agg(
+        F.count("*").alias("keys"), F.sum("pairs").alias("pairs"), F.sum("records").alias("postings")
+    ).collect()
+    by_flag = {bool(r["dropped"]): r for r in totals}
+    kept, dropped = by_flag.get(False), by_flag.get(True)
+
+    def top(flag: bool) -> list[dict[str, Any]]:
+        rows = stats.where(F.col("dropped") == flag).orderBy(F.desc("records"), "key").limit(TOP_KEYS).collect()
+        return [{"key": r["key"], "records": int(r["records"]), "pairs": int(r["pairs"])} for r in rows]
+
+    return {
+        "cap_records": cap,
+        "keys_kept": int(kept["keys"]) if kept else 0,
+        "pairs_from_kept_keys": int(kept["pairs"]) if kept else 0,
+        "keys_dropped": int(dropped["keys"]) if dropped else 0,
+        "pairs_avoided": int(dropped["pairs"]) if dropped else 0,
+        "largest_kept": top(False),
+        "largest_dropped": top(True),
+    }
+
+
+def write_report(report: dict[str, Any], folder: Path) -> tuple[Path, Path]:
+    """report.json and report.png (candidates per left record; candidates per blocker)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    json_path = folder / "report.json"
+    json_path.write_text(json.dumps(report, indent=2, sort_keys=True), encoding="utf-8")
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    hist = report["per_record"]["left"].get("histogram", {})
+    ax1.bar([int(k) for k in hist], list(hist.values()), width=1.0, color="#4477aa")
+    ax1.set_xlabel("candidates per left record")
+    ax1.set_ylabel("records")
+    pc = report.get("pair_completeness")
+    ax1.set_title(
+        f"{report['candidates']} candidates, RR {report['reduction_ratio']}"
+        + (f", PC {pc:.3f}" if pc is not None else "")
+    )
+    names = list(report["blockers"])
+    made = [report["blockers"][b]["candidates"] for b in names]
+    only = [report["blockers"][b]["only_this"] for b in names]
+    ax2.barh(names, made, color="#88ccee", label="candidates")
+    ax2.barh(names, only, color="#117733", label="only from this blocker")
+    ax2.set_xlabel("pairs")
+    ax2.legend(loc="lower right")
+    fig.tight_layout()
+    png_path = folder / "report.png"
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+    return json_path, png_path
