@@ -62,6 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fast", action="store_true", help="smaller training budget (for CI)")
     p = sub.add_parser("config", help="print the effective config (defaults + file + --set) as YAML")
     _add_config_args(p)
+    p = sub.add_parser(
+        "match-new",
+        help="match new records into the existing tables: block, score and resolve only what they touch",
+    )
+    _add_config_args(p)
+    p.add_argument("--records", required=True, help="a CSV / Parquet / Delta path or a catalog table")
+    p.add_argument("--source", default="left", choices=["left", "right"], help="which table they join (default left)")
+    p.add_argument("--format", choices=["csv", "parquet", "delta", "table"], help="default: from the path")
+    p.add_argument("--id-column", help="default: the ingest setting of that source, else 'id'")
     p = sub.add_parser("sql", help="run a SQL query over the em-spark tables and views")
     _add_config_args(p)
     p.add_argument("query")
@@ -102,6 +111,13 @@ def dispatch(args: argparse.Namespace) -> int:
         import yaml
 
         print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+        return 0
+    if command == "match-new":
+        from em_spark.incremental import NewRecords, match_new
+
+        new = NewRecords(args.records, args.source, args.format, args.id_column)
+        run = match_new(config, new)
+        print(f"match-new: run {run.run_id} succeeded {run.counts}")
         return 0
     if command == "sql":
         from em_spark.sql import run_sql
