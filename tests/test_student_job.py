@@ -61,7 +61,7 @@ def test_train_job_logs_registers_and_loads_by_uri(spark, lake_root, tmp_path):
         lake_root,
         ingest={"left": {"path": str(DEMO_DATA / "tableA.csv")}, "right": {"path": str(DEMO_DATA / "tableB.csv")},
                 "labels": labels},
-        train={"max_epochs": 2, "batch_size": 8, "budget_minutes": 0.5, "threads": 1, "max_target_tokens": 24},
+        train={"max_epochs": 2, "batch_size": 8, "budget_minutes": 0.25, "threads": 1, "max_target_tokens": 24},
     )
     lake = Lakehouse.from_config(spark, config)
     run_job("ingest", config, lake)
@@ -90,10 +90,6 @@ def test_train_job_logs_registers_and_loads_by_uri(spark, lake_root, tmp_path):
     pyfunc = mlflow.pyfunc.load_model(uri)
     out = pyfunc.predict(pd.DataFrame({"text": [text, text]}))
     assert list(out.columns) == ["p_match", "verdict"] and set(out["verdict"]) <= {"match", "no_match"}
-
-    # A second run registers version 2 under the same name.
-    assert run_job("train", config.model_copy(update={"train": config.train.model_copy(update={"prefilter": False})}),
-                   lake).checks["model_uri"].endswith("/2")
 
 
 def test_bench_matching_writes_json(tmp_path):
