@@ -153,6 +153,10 @@ def load_records(spark: SparkSession, conf: SourceConf, source: str, run_id: str
         attrs = [c for c in raw.columns if c != conf.id_column and c not in conf.exclude]
     if not attrs:
         raise InputError(f"{where}: no attribute columns besides the id '{conf.id_column}'")
+    # Serialized pairs are one line per pair: a line break in a name would split them.
+    broken = [c for c in attrs if c.splitlines() != [c]]
+    if broken:
+        raise InputError(f"{where}: column name {broken[0]!r} contains a line break; rename it")
 
     # Ids are trimmed when stored, so uniqueness is checked on the trimmed value.
     idc = F.trim(_col(conf.id_column))

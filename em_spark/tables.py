@@ -183,11 +183,11 @@ MERGE_ATTEMPTS = 6
 MERGE_BACKOFF_S = 0.2
 
 
-def is_write_conflict(exc: BaseException) -> bool:
-    """Whether ``exc`` is a Delta commit conflict (by class name, or error class in its text)."""
+def write_conflict(exc: BaseException) -> str | None:
+    """The Delta conflict ``exc`` is (by class name, or named in its text), else None."""
     names = {t.__name__ for t in type(exc).__mro__}
     text = str(exc)[:4000]
-    return any(c in names or c in text for c in _DELTA_CONFLICTS)
+    return next((c for c in _DELTA_CONFLICTS if c in names or c in text), None)
 
 
 # --- addressing ------------------------------------------------------------------------
@@ -313,19 +313,18 @@ class Lakehouse:
                 self.spark.sql(_merge_sql(ref, view, cols, contract.key, update, delete_condition))
                 return
             except Exception as exc:
-                if not is_write_conflict(exc):
+                conflict = write_conflict(exc)
+                if conflict is None:
                     raise
-                first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
                 if attempt == MERGE_ATTEMPTS:
                     raise WriteConflictError(
                         f"{name}: concurrent writers conflicted {attempt} times in a row "
-                        f"({type(exc).__name__}: {first}); this write committed nothing, "
-                        "re-run the job"
+                        f"(last: {conflict}); this write committed nothing, re-run the job"
                     ) from None
                 delay = MERGE_BACKOFF_S * 2 ** (attempt - 1) * (1 + random.random())
                 log.warning(
                     "%s: Delta write conflict (%s), retry %d of %d in %.1fs",
-                    name, type(exc).__name__, attempt, MERGE_ATTEMPTS - 1, delay,
+                    name, conflict, attempt, MERGE_ATTEMPTS - 1, delay,
                 )
                 time.sleep(delay)
 

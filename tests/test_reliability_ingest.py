@@ -97,6 +97,8 @@ BAD_INPUTS = [
      ["pairs.csv", "column 'rtable_id'", "unknown right id '99'"]),
     ("label_column_missing", GOOD_LEFT, GOOD_RIGHT, "ltable_id,rtable_id,gold\n1,10,1\n", {},
      ["pairs.csv", "column 'label' not found"]),
+    ("line_break_in_column_name", 'id,"na\nme",city\n1,alpha,paris\n', GOOD_RIGHT, GOOD_PAIRS, {},
+     ["left.csv", "column name 'na\\nme' contains a line break"]),
     ("malformed_row", GOOD_LEFT + "4,delta,oslo,EXTRA\n", GOOD_RIGHT, GOOD_PAIRS, {},
      ["left.csv", "malformed CSV record", "4,delta,oslo,EXTRA"]),
 ]
