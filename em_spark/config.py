@@ -306,8 +306,6 @@ class TrainConf(Section):
     # times faster than 2 contended ones (measured: docs/STUDENT.md).
     threads: int | None = Field(default=None, ge=1)
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on a GPU that has it
-    # Span-corruption pretraining steps of a preset on the unlabeled records (0: off).
-    pretrain_steps: int = Field(default=0, ge=0)
     # Fit the similarity-feature prefilter and ship it with the model (<model>/prefilter/).
     prefilter: bool = True
     prefilter_recall: float = Field(default=0.99, gt=0, le=1)

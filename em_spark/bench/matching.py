@@ -89,15 +89,6 @@ def explain(pairs: Sequence[LabeledPair], teacher: str) -> list[str]:
     return [explain_pair(p.left, p.right, p.label, None) for p in pairs]
 
 
-def scores_at(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
-    predicted = scores >= threshold
-    tp = float((predicted & (labels == 1)).sum())
-    precision = tp / predicted.sum() if predicted.sum() else 0.0
-    recall = tp / labels.sum() if labels.sum() else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"f1": f1, "precision": precision, "recall": recall}
-
-
 def run_features(train: MatchingDataset, test: MatchingDataset, seed: int) -> dict[str, Any]:
     from em_spark.features import fit_prefilter
 
@@ -214,6 +205,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         with tempfile.TemporaryDirectory(prefix="em-bench-") as work:
             out = run_student(train, test, conf, Path(work))
+    from em_spark.student.training import scores_at
+
     labels = np.asarray([p.label for p in test.splits["test"]], dtype=np.int64)
     report = {
         "train": str(args.train),

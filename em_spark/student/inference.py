@@ -120,6 +120,17 @@ def pick_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
     return _DTYPES[dtype]
 
 
+def pad_batch(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded token ids and their attention mask (training and inference alike)."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        mask[i, : len(r)] = 1
+    return ids, mask
+
+
 class StudentPredictor:
     """A loaded student: serialize pairs, read verdicts (p_match), generate rationales."""
 
@@ -179,15 +190,9 @@ class StudentPredictor:
             list(texts), truncation=True, max_length=self.max_input_tokens, add_special_tokens=True
         )["input_ids"]
         order = np.argsort([len(ids) for ids in encoded], kind="stable")
-        pad_id = self.tokenizer.pad_token_id
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            width = max(len(encoded[i]) for i in idx)
-            ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):
-                ids[row, : len(encoded[i])] = torch.tensor(encoded[i])
-                mask[row, : len(encoded[i])] = 1
+            ids, mask = pad_batch([encoded[i] for i in idx], self.tokenizer.pad_token_id)
             yield idx, {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
 
     def p_match(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:

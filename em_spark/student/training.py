@@ -31,7 +31,7 @@ from em_spark.config import TrainConf
 from em_spark.errors import InputError
 from em_spark.features import threshold_for_f1
 from em_spark.serialize import SerializerSettings
-from em_spark.student.inference import MATCH_TEXT, NO_MATCH_TEXT, StudentPredictor, pick_device
+from em_spark.student.inference import MATCH_TEXT, NO_MATCH_TEXT, StudentPredictor, pad_batch, pick_device
 from em_spark.student.presets import PRESETS, load_base_model
 
 log = logging.getLogger(__name__)
@@ -115,25 +115,22 @@ def _length_bucketed_batches(lengths: Sequence[int], batch_size: int, rng: rando
     return batches
 
 
-def _pad(rows: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-        mask[i, : len(r)] = 1
-    return ids, mask
-
-
 def evaluate_f1(predictor: StudentPredictor, valid: Sequence[PairExample], batch_size: int) -> tuple[float, float]:
     """(threshold, F1) of p_match on ``valid`` at the threshold with the best F1."""
     labels = np.asarray([e.label for e in valid], dtype=np.int64)
     scores = predictor.p_match([e.text for e in valid], batch_size=batch_size)
     threshold = threshold_for_f1(labels, scores)
+    return threshold, scores_at(labels, scores, threshold)["f1"]
+
+
+def scores_at(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
+    """F1, precision and recall of ``scores >= threshold`` against 0/1 ``labels``."""
     predicted = scores >= threshold
     tp = float((predicted & (labels == 1)).sum())
-    denominator = float(predicted.sum() + labels.sum())
-    return threshold, (2 * tp / denominator if denominator else 0.0)
+    precision = tp / predicted.sum() if predicted.sum() else 0.0
+    recall = tp / labels.sum() if labels.sum() else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"f1": f1, "precision": precision, "recall": recall}
 
 
 def _seed_everything(seed: int) -> None:
@@ -231,8 +228,8 @@ def train_student(
     for epoch in range(conf.max_epochs):
         batches = _length_bucketed_batches([len(x) for x in inputs], conf.batch_size, rng)
         for b, batch in enumerate(batches):
-            ids, mask = _pad([inputs[i] for i in batch], tokenizer.pad_token_id)
-            target, _ = _pad([labels_ids[i] for i in batch], tokenizer.pad_token_id)
+            ids, mask = pad_batch([inputs[i] for i in batch], tokenizer.pad_token_id)
+            target, _ = pad_batch([labels_ids[i] for i in batch], tokenizer.pad_token_id)
             target[target == tokenizer.pad_token_id] = -100
             ids, mask, target = ids.to(device), mask.to(device), target.to(device)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
