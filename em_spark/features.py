@@ -16,8 +16,8 @@ description costs as much as a short one (rapidfuzz is quadratic in the worst ca
 
 The model is a scikit-learn ``HistGradientBoostingClassifier`` (fast on many rows, balanced
 class weights). Two thresholds are chosen on the validation pairs:
-``prefilter_threshold``, the highest threshold that still keeps recall >= the target,
-capped at 0.5 (pairs below it are settled as non-matches without the student), and ``f1_threshold``,
+``prefilter_threshold``, the highest threshold that still keeps recall >= the target on
+validation and out-of-fold training scores, capped at 0.5 (pairs below it are settled as non-matches without the student), and ``f1_threshold``,
 the best validation F1 (the baseline matcher's decision).
 """
 
@@ -35,6 +35,8 @@ import numpy as np
 from rapidfuzz import fuzz, process
 from rapidfuzz.distance import JaroWinkler
 from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.model_selection import StratifiedKFold
+from threadpoolctl import threadpool_limits
 
 from em_spark.serialize import clean_value
 
@@ -203,7 +205,9 @@ class FeatureMatcher:
         """P(match) per pair, shape (n,)."""
         if len(lefts) == 0:
             return np.empty(0, dtype=np.float64)
-        return self.model.predict_proba(pair_features(lefts, rights, self.attributes))[:, 1]
+        features = pair_features(lefts, rights, self.attributes)
+        with _one_thread():
+            return self.model.predict_proba(features)[:, 1]
 
     def save(self, directory: str | Path) -> Path:
         out = Path(directory)
@@ -279,20 +283,25 @@ def fit_prefilter(
     if len(set(ty.tolist())) < 2:
         raise ValueError("train pairs: need both matches and non-matches")
     attrs = list(attributes) if attributes is not None else infer_attributes(tl + tr)
-    model = HistGradientBoostingClassifier(
-        max_iter=max_iter,
-        learning_rate=0.1,
-        class_weight="balanced",
-        early_stopping=len(ty) >= 200,
-        validation_fraction=0.1,
-        n_iter_no_change=20,
-        random_state=seed,
-    )
-    model.fit(pair_features(tl, tr, attrs), ty)
-    valid_scores = model.predict_proba(pair_features(vl, vr, attrs))[:, 1]
-    # Capped: a pair the feature model finds more likely a match than not is never settled
-    # without the student (on easy data every valid positive scores ~1.0).
-    prefilter = min(threshold_for_recall(vy, valid_scores, target_recall), max_prefilter_threshold)
+    train_x, valid_x = pair_features(tl, tr, attrs), pair_features(vl, vr, attrs)
+    with _one_thread():
+        model = _classifier(len(ty), seed, max_iter).fit(train_x, ty)
+        valid_scores = model.predict_proba(valid_x)[:, 1]
+        # The recall threshold is a low quantile of the positives' scores: from the valid
+        # positives alone (a few hundred) it is noisy, so out-of-fold scores of the training
+        # pairs join them (scored by models that never saw them, as new pairs will be).
+        pooled_labels, pooled_scores = vy, valid_scores
+        n_folds = min(3, int(ty.sum()), int((ty == 0).sum()))
+        if n_folds >= 2:
+            oof = np.empty(len(ty))
+            folds = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+            for fit_idx, held_idx in folds.split(train_x, ty):
+                fold_model = _classifier(len(fit_idx), seed, max_iter).fit(train_x[fit_idx], ty[fit_idx])
+                oof[held_idx] = fold_model.predict_proba(train_x[held_idx])[:, 1]
+            pooled_labels, pooled_scores = np.r_[ty, vy], np.r_[oof, valid_scores]
+        # Capped: a pair the feature model finds more likely a match than not is never settled
+        # without the student (on easy data every positive scores ~1.0).
+        prefilter = min(threshold_for_recall(pooled_labels, pooled_scores, target_recall), max_prefilter_threshold)
     best = threshold_for_f1(vy, valid_scores)
     kept = valid_scores >= prefilter
     metrics = {
@@ -309,6 +318,24 @@ def fit_prefilter(
         f1_threshold=best,
         target_recall=target_recall,
         valid_metrics=metrics,
+    )
+
+
+def _one_thread() -> threadpool_limits:
+    """scikit-learn's OpenMP pool on one thread: with every core busy (Spark tasks, other
+    jobs) its spinning threads made fitting 10x slower here; one thread per task scales."""
+    return threadpool_limits(limits=1, user_api="openmp")
+
+
+def _classifier(n_rows: int, seed: int, max_iter: int) -> HistGradientBoostingClassifier:
+    return HistGradientBoostingClassifier(
+        max_iter=max_iter,
+        learning_rate=0.1,
+        class_weight="balanced",
+        early_stopping=n_rows >= 200,
+        validation_fraction=0.1,
+        n_iter_no_change=20,
+        random_state=seed,
     )
 
 

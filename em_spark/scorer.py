@@ -1,0 +1,184 @@
+"""The scoring core: prefilter -> verdict -> rationale policy over one batch of pairs.
+
+No pyspark here: the Spark UDF (udfs/scoring.py), the scoring benchmark and the GPU check
+(benchmarks/gpu_score.py) all call this module, so every path shares the same batching,
+input-length sorting and KV-cached generation (those live in
+:class:`~em_spark.student.inference.StudentPredictor`).
+
+Per pair, in order:
+
+1. the prefilter (the similarity-feature model shipped with the student, if any): pairs
+   with P(match) below its ``prefilter_threshold`` get verdict ``no_match``,
+   ``decided_by = prefilter`` and that probability as ``p_match``; the student never sees
+   them;
+2. the student's verdict: ``p_match`` from the first decoder step (one forward pass),
+   verdict ``match`` where ``p_match >= threshold``;
+3. a rationale, generated only for the pairs the policy names (``none``, ``matches``,
+   ``uncertain`` = ``|p_match - threshold| <= band``, ``all`` = every student-scored
+   pair); elsewhere null.
+
+A stage that fails for a batch is retried pair by pair, so one bad pair fails alone:
+it gets status ``failed``, verdict ``error``, its error text and ``decided_by`` naming the
+stage that failed (``input``, ``prefilter``, ``student``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from em_spark.features import FeatureMatcher
+from em_spark.student.inference import StudentPredictor, parse_verdict
+
+RESULT_COLUMNS = ["p_match", "verdict", "rationale", "decided_by", "status", "error"]
+RationalePolicy = Literal["none", "matches", "uncertain", "all"]
+_MAX_ERROR_CHARS = 500
+
+
+@dataclass(frozen=True)
+class ScoringPolicy:
+    """How pairs are scored; built from ``ScoreConf`` by the job, plain values for the UDF."""
+
+    rationale: RationalePolicy = "matches"
+    uncertain_band: float = 0.1
+    max_new_tokens: int = 48
+    batch_size: int = 64
+    # None: the threshold saved with the student.
+    threshold: float | None = None
+    use_prefilter: bool = True
+
+    def with_batch_size(self, batch_size: int) -> "ScoringPolicy":
+        return replace(self, batch_size=batch_size)
+
+
+@dataclass
+class ScoringModel:
+    """A student and, when one was trained with it, its prefilter; loaded from one URI."""
+
+    uri: str
+    student: StudentPredictor
+    prefilter: FeatureMatcher | None
+
+    @classmethod
+    def load(cls, uri: str, device: str | None = None, dtype: str | None = None) -> "ScoringModel":
+        """``uri``: a model folder (``<dir>/student``, ``<dir>/prefilter``) or an MLflow URI."""
+        student = StudentPredictor.load(uri, device=device, dtype=dtype)
+        path = student.prefilter_path
+        prefilter = FeatureMatcher.load(path) if path is not None and FeatureMatcher.is_saved(path) else None
+        return cls(uri=uri, student=student, prefilter=prefilter)
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_CHARS]
+
+
+def _guarded(
+    fn: Callable[[list[int]], Sequence[Any]], rows: list[int]
+) -> tuple[dict[int, Any], dict[int, str]]:
+    """Run ``fn`` over ``rows`` at once; if that raises, row by row. -> (results, errors)."""
+    if not rows:
+        return {}, {}
+    try:
+        return dict(zip(rows, fn(rows))), {}
+    except Exception:  # noqa: BLE001 - isolate the failing pairs below
+        results: dict[int, Any] = {}
+        errors: dict[int, str] = {}
+        for row in rows:
+            try:
+                results[row] = fn([row])[0]
+            except Exception as exc:  # noqa: BLE001 - kept as the row's error
+                errors[row] = _error_text(exc)
+        return results, errors
+
+
+def wants_rationale(policy: ScoringPolicy, p_match: np.ndarray, threshold: float) -> np.ndarray:
+    """Which student-scored pairs get a generated rationale under ``policy``."""
+    if policy.rationale == "none":
+        return np.zeros(len(p_match), dtype=bool)
+    if policy.rationale == "matches":
+        return p_match >= threshold
+    if policy.rationale == "uncertain":
+        return np.abs(p_match - threshold) <= policy.uncertain_band
+    return np.ones(len(p_match), dtype=bool)
+
+
+def score_pairs(
+    model: ScoringModel,
+    lefts: Sequence[Mapping[str, object] | None],
+    rights: Sequence[Mapping[str, object] | None],
+    policy: ScoringPolicy,
+) -> pd.DataFrame:
+    """Score aligned pairs; a ``None`` record (not found) fails its pair. -> RESULT_COLUMNS."""
+    n = len(lefts)
+    threshold = model.student.threshold if policy.threshold is None else policy.threshold
+    p_match = np.full(n, np.nan)
+    verdict: list[str] = ["error"] * n
+    rationale: list[str | None] = [None] * n
+    decided_by: list[str] = ["input"] * n
+    error: list[str | None] = [None] * n
+
+    pending = []
+    for i in range(n):
+        missing = [side for side, rec in (("left", lefts[i]), ("right", rights[i])) if rec is None]
+        if missing:
+            error[i] = f"{' and '.join(missing)} record not found in records"
+        else:
+            pending.append(i)
+
+    if policy.use_prefilter and model.prefilter is not None:
+        prefilter = model.prefilter
+        scores, failed = _guarded(
+            lambda rows: prefilter.predict_proba([lefts[r] for r in rows], [rights[r] for r in rows]),
+            pending,
+        )
+        for i, message in failed.items():
+            decided_by[i], error[i] = "prefilter", message
+        pending = []
+        for i, score in scores.items():
+            if score < prefilter.prefilter_threshold:
+                p_match[i], verdict[i], decided_by[i] = score, "no_match", "prefilter"
+            else:
+                pending.append(i)
+
+    student = model.student
+    texts, failed = _guarded(lambda rows: [student.serialize(lefts[r], rights[r]) for r in rows], pending)
+    probs, failed_p = _guarded(
+        lambda rows: student.p_match([texts[r] for r in rows], batch_size=policy.batch_size),
+        [i for i in pending if i in texts],
+    )
+    for i, message in {**failed, **failed_p}.items():
+        decided_by[i], error[i] = "student", message
+    scored = sorted(probs)
+    for i in scored:
+        p_match[i] = probs[i]
+        verdict[i] = "match" if probs[i] >= threshold else "no_match"
+        decided_by[i] = "student"
+
+    chosen = [i for i, want in zip(scored, wants_rationale(policy, p_match[scored], threshold)) if want]
+    generated, failed_g = _guarded(
+        lambda rows: student.generate(
+            [texts[r] for r in rows], max_new_tokens=policy.max_new_tokens, batch_size=policy.batch_size
+        ),
+        chosen,
+    )
+    for i, text in generated.items():
+        rationale[i] = parse_verdict(text)[1]
+    for i, message in failed_g.items():
+        verdict[i], error[i] = "error", message
+
+    status = ["failed" if e is not None else "ok" for e in error]
+    return pd.DataFrame(
+        {
+            "p_match": p_match,
+            "verdict": verdict,
+            "rationale": rationale,
+            "decided_by": decided_by,
+            "status": status,
+            "error": error,
+        },
+        columns=RESULT_COLUMNS,
+    )

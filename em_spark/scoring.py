@@ -1,0 +1,205 @@
+"""The ``score`` job: candidates -> predictions, one row per candidate pair (docs/SCORING.md).
+
+``score_candidates`` joins candidate pairs with their records and scores them in the
+pandas UDF (udfs/scoring.py: prefilter, student verdict, rationale policy); ``run_score``
+scores what is missing from ``predictions`` (no ok prediction from this model yet) in
+chunks, one Delta MERGE per chunk, so a crash loses at most the chunk in flight and a
+re-run does only what is missing; at the end it checks rows == candidates.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from em_spark.config import Config, ScoreConf
+from em_spark.errors import InputError
+from em_spark.faults import checkpoint
+from em_spark.runs import Run
+from em_spark.scorer import ScoringPolicy
+from em_spark.tables import Lakehouse
+
+log = logging.getLogger(__name__)
+
+_MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/", "dbfs:/", "s3://", "gs://", "abfss://")
+
+
+def absolute_sqlite_uri(uri: str | None) -> str | None:
+    """``sqlite:///mlflow.db`` -> an absolute path, so workers in another cwd find it."""
+    prefix = "sqlite:///"
+    if uri is None or not uri.startswith(prefix) or uri.startswith(prefix + "/"):
+        return uri
+    return prefix + str(Path(uri[len(prefix) :]).resolve())
+
+
+def resolve_model_uri(config: Config) -> str:
+    """``score.model_uri`` (a folder, made absolute), else the latest registered version."""
+    uri = config.score.model_uri
+    if uri is not None:
+        if uri.startswith(_MLFLOW_SCHEMES):
+            return uri
+        path = Path(uri)
+        if not path.exists():
+            raise InputError(f"score.model_uri: model folder not found: {uri}")
+        return str(path.resolve())
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    name = config.mlflow.registered_model
+    tracking = absolute_sqlite_uri(config.mlflow.tracking_uri)
+    client = MlflowClient(tracking_uri=tracking, registry_uri=absolute_sqlite_uri(config.mlflow.registry_uri))
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except MlflowException as exc:
+        raise InputError(f"MLflow registry at {tracking}: {exc.message}") from None
+    if not versions:
+        raise InputError(
+            f"no model to score with: registered model '{name}' has no version at {tracking} "
+            "(run `em-spark train`, or set score.model_uri to a model folder or models:/name/version)"
+        )
+    latest = max(versions, key=lambda v: int(v.version))
+    return f"models:/{name}/{latest.version}"
+
+
+def scoring_policy(conf: ScoreConf) -> ScoringPolicy:
+    return ScoringPolicy(
+        rationale=conf.rationale,
+        uncertain_band=conf.uncertain_band,
+        max_new_tokens=conf.max_new_tokens,
+        batch_size=conf.batch_size,
+        threshold=conf.threshold,
+        use_prefilter=conf.prefilter,
+    )
+
+
+def _records(lake: Lakehouse, source: str, side: str) -> DataFrame:
+    return (
+        lake.read("records")
+        .where(F.col("source") == source)
+        .select(F.col("record_id").alias(f"{side}_id"), F.col("attributes").alias(f"{side}_attributes"))
+    )
+
+
+def score_candidates(lake: Lakehouse, config: Config, candidates: DataFrame, run: Run) -> DataFrame:
+    """Predictions rows (the ``predictions`` contract) for ``candidates`` (pair_id, left_id,
+    right_id), lazily: nothing runs until the result is written. A pair whose record is
+    missing from ``records`` gets a failed row, never no row."""
+    from udfs.scoring import UdfSettings, score_column
+
+    model_uri = resolve_model_uri(config)
+    settings = UdfSettings(
+        model_uri=model_uri,
+        policy=scoring_policy(config.score),
+        gpu_batch_size=config.score.gpu_batch_size,
+        device=config.score.device,
+        dtype=None if config.score.dtype == "auto" else config.score.dtype,
+        tracking_uri=absolute_sqlite_uri(config.mlflow.tracking_uri),
+        registry_uri=absolute_sqlite_uri(config.mlflow.registry_uri),
+    )
+    right_source = "left" if config.mode == "dedupe" else "right"
+    pairs = (
+        candidates.select("pair_id", "left_id", "right_id")
+        .join(_records(lake, "left", "left"), "left_id", "left")
+        .join(_records(lake, right_source, "right"), "right_id", "left")
+    )
+    partitions = config.score.partitions or int(lake.spark.conf.get("spark.sql.shuffle.partitions"))
+    # An explicit count: adaptive execution would otherwise coalesce a small (but costly to
+    # score) input into one task on one core.
+    pairs = pairs.repartition(partitions)
+    result = score_column(settings, "left_attributes", "right_attributes")
+    return pairs.select(
+        "pair_id",
+        "left_id",
+        "right_id",
+        result.alias("r"),
+    ).select(
+        "pair_id",
+        "left_id",
+        "right_id",
+        *[F.col(f"r.{c}").alias(c) for c in ("p_match", "verdict", "rationale", "decided_by", "status", "error")],
+        F.lit(model_uri).alias("model_uri"),
+        F.lit(run.run_id).alias("run_id"),
+        F.current_timestamp().alias("scored_at"),
+    )
+
+
+def run_score(lake: Lakehouse, config: Config, run: Run) -> None:
+    """Score every candidate lacking an ok prediction from this model into ``predictions``."""
+    if not lake.exists("candidates"):
+        raise InputError(f"no candidates table at {lake.ref('candidates')}: run `em-spark block` first")
+    model_uri = resolve_model_uri(config)
+    # Resolved once, so every chunk uses the same model version.
+    config = config.model_copy(update={"score": config.score.model_copy(update={"model_uri": model_uri})})
+    candidates = lake.read("candidates")
+    todo = candidates
+    if not config.score.rescore:
+        done = (
+            lake.read("predictions")
+            .where((F.col("status") == "ok") & (F.col("model_uri") == model_uri))
+            .select("pair_id")
+        )
+        todo = candidates.join(done, "pair_id", "left_anti")
+    n_todo = todo.count()
+    chunks = math.ceil(n_todo / config.score.chunk_pairs)
+    log.info("score: %d candidates to score with %s in %d chunk(s)", n_todo, model_uri, chunks)
+    for chunk in range(chunks):
+        part = todo.where(F.pmod(F.xxhash64("pair_id"), F.lit(chunks)) == chunk)
+        lake.merge("predictions", score_candidates(lake, config, part, run))
+        checkpoint("score", chunk + 1)
+        log.info("score: chunk %d/%d committed", chunk + 1, chunks)
+    run.count("scored", n_todo)
+    run.count("chunks", chunks)
+    _drop_stale(lake, candidates, run)
+    _check_one_per_candidate(lake, candidates, run)
+
+
+def _drop_stale(lake: Lakehouse, candidates: DataFrame, run: Run) -> None:
+    """Delete predictions of pairs that are no longer candidates (e.g. after re-blocking)."""
+    predictions = lake.read("predictions")
+    stale = predictions.join(candidates.select("pair_id"), "pair_id", "left_anti").count()
+    run.count("stale_deleted", stale)
+    if stale:
+        view = f"em_candidate_ids_{run.run_id[:8]}"
+        candidates.select("pair_id").createOrReplaceTempView(view)
+        try:
+            lake.spark.sql(
+                f"MERGE INTO {lake.ref('predictions').sql} t USING {view} s ON t.pair_id = s.pair_id "
+                "WHEN NOT MATCHED BY SOURCE THEN DELETE"
+            )
+        finally:
+            lake.spark.catalog.dropTempView(view)
+
+
+def _check_one_per_candidate(lake: Lakehouse, candidates: DataFrame, run: Run) -> None:
+    predictions = lake.read("predictions")
+    stats = (
+        candidates.select("pair_id")
+        .join(predictions.select("pair_id", "status", "decided_by", "verdict", "rationale"), "pair_id", "left")
+        .agg(
+            F.count(F.lit(1)).alias("rows"),
+            F.count_distinct("pair_id").alias("pairs"),
+            F.sum(F.when(F.col("status").isNull(), 1).otherwise(0)).alias("unscored"),
+            F.sum(F.when(F.col("status") == "failed", 1).otherwise(0)).alias("failed"),
+            F.sum(F.when(F.col("decided_by") == "prefilter", 1).otherwise(0)).alias("by_prefilter"),
+            F.sum(F.when(F.col("verdict") == "match", 1).otherwise(0)).alias("matches"),
+            F.sum(F.when(F.col("rationale").isNotNull(), 1).otherwise(0)).alias("rationales"),
+        )
+        .collect()[0]
+    )
+    n_predictions = predictions.count()
+    for key in ("rows", "failed", "by_prefilter", "matches", "rationales"):
+        run.count("predictions" if key == "rows" else key, stats[key] or 0)
+    run.count("candidates", stats["pairs"])
+    ok = stats["rows"] == stats["pairs"] == n_predictions and not stats["unscored"]
+    verdict = "ok" if ok else "FAILED"
+    run.check(
+        "predictions_per_candidate",
+        f"{verdict}: {n_predictions} predictions, {stats['pairs']} candidates, "
+        f"{stats['unscored'] or 0} without a prediction",
+    )
+    if not ok:
+        raise RuntimeError(f"score: predictions do not match candidates one to one ({run.checks['predictions_per_candidate']})")

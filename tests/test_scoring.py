@@ -1,0 +1,228 @@
+"""Scoring: the core (policy, prefilter, failures) and the job on real local Spark + Delta.
+
+The student is the offline ``tiny`` preset, untrained (random weights): these tests are
+about plumbing, so verdicts are made at a threshold chosen from its own p_match values.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pyspark.sql import Row
+
+from em_spark.faults import ENV, InjectedFailure
+from em_spark.features import fit_prefilter
+from em_spark.pipeline import run_job
+from em_spark.scorer import ScoringModel, ScoringPolicy, score_pairs
+from em_spark.serialize import SerializerSettings, serialize_record
+from em_spark.student.inference import save_student
+from em_spark.student.presets import build_preset
+from em_spark.tables import CANDIDATES, RECORDS, Lakehouse, pair_id
+from tests.conftest import make_config
+from tests.test_features import _table, demo_pairs
+
+HUGE = "very long description " * 5000  # ~110 KB
+MAX_NEW_TOKENS = 6
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    """A saved student (tiny preset) with its prefilter, as the train job lays it out."""
+    out = tmp_path_factory.mktemp("model")
+    records = list(_table(Path(__file__).parent.parent / "em_spark/data/demo/tableA.csv").values())
+    model, tokenizer = build_preset("tiny", [serialize_record(r) for r in records])
+    save_student(model, tokenizer, out, 0.5, SerializerSettings(), None, extra={})
+    fit_prefilter(demo_pairs("train"), demo_pairs("valid")).save(out / "prefilter")
+    return out
+
+
+@pytest.fixture(scope="module")
+def scoring_model(model_dir) -> ScoringModel:
+    return ScoringModel.load(str(model_dir), device="cpu")
+
+
+def _pairs(n: int) -> tuple[list[dict], list[dict], np.ndarray]:
+    pairs = demo_pairs("test")[:n]
+    return [p[0] for p in pairs], [p[1] for p in pairs], np.array([p[2] for p in pairs])
+
+
+@pytest.mark.parametrize("rationale", ["none", "matches", "uncertain", "all"])
+def test_rationale_policy_is_respected(scoring_model, rationale):
+    lefts, rights, _ = _pairs(12)
+    student_only = ScoringModel(scoring_model.uri, scoring_model.student, prefilter=None)
+    texts = [student_only.student.serialize(l, r) for l, r in zip(lefts, rights)]
+    p = student_only.student.p_match(texts)
+    threshold = float(np.median(p))  # half the pairs are "matches"
+    band = float(np.abs(p - threshold).max()) / 2
+    policy = ScoringPolicy(rationale, band, MAX_NEW_TOKENS, threshold=threshold)
+    out = score_pairs(student_only, lefts, rights, policy)
+    expected = {
+        "none": np.zeros(len(p), bool),
+        "matches": p >= threshold,
+        "uncertain": np.abs(p - threshold) <= band,
+        "all": np.ones(len(p), bool),
+    }[rationale]
+    assert (out["status"] == "ok").all() and (out["decided_by"] == "student").all()
+    np.testing.assert_allclose(out["p_match"], p, rtol=1e-6)
+    assert (out["verdict"] == np.where(p >= threshold, "match", "no_match")).all()
+    assert out["rationale"].notna().to_numpy().tolist() == expected.tolist()
+    assert 0 < expected.sum() < len(p) or rationale in ("none", "all")
+
+
+def test_prefilter_settles_obvious_non_matches(scoring_model):
+    lefts, rights, labels = _pairs(60)
+    out = score_pairs(scoring_model, lefts, rights, ScoringPolicy("all", max_new_tokens=MAX_NEW_TOKENS))
+    by_prefilter = (out["decided_by"] == "prefilter").to_numpy()
+    assert by_prefilter.sum() > len(out) / 2  # most demo pairs are obvious non-matches
+    assert (out.loc[by_prefilter, "verdict"] == "no_match").all()
+    assert (out.loc[by_prefilter, "p_match"] < scoring_model.prefilter.prefilter_threshold).all()
+    assert out.loc[by_prefilter, "rationale"].isna().all()  # "all" = all the student scored
+    assert out.loc[~by_prefilter, "rationale"].notna().all()
+    assert not by_prefilter[labels == 1].any()  # no demo match is filtered away
+
+
+def test_a_failing_pair_fails_alone(scoring_model, monkeypatch):
+    lefts, rights, _ = _pairs(6)
+    lefts[2] = {"name": "BOOM"}
+    rights[4] = None  # record not found
+    student = scoring_model.student
+    real = student.p_match
+
+    def p_match(texts, batch_size=64):
+        if any("BOOM" in t for t in texts):
+            raise RuntimeError("model exploded")
+        return real(texts, batch_size)
+
+    monkeypatch.setattr(student, "p_match", p_match)
+    plain = ScoringModel(scoring_model.uri, student, prefilter=None)
+    out = score_pairs(plain, lefts, rights, ScoringPolicy("none"))
+    assert out["status"].tolist() == ["ok", "ok", "failed", "ok", "failed", "ok"]
+    assert out.loc[2, "verdict"] == "error" and "model exploded" in out.loc[2, "error"]
+    assert out.loc[2, "decided_by"] == "student"
+    assert out.loc[4, "error"] == "right record not found in records" and out.loc[4, "decided_by"] == "input"
+    assert out.loc[[0, 1, 3, 5], "p_match"].notna().all()
+
+
+def test_empty_and_huge_records_score(scoring_model):
+    lefts = [{}, {"name": "spago", "addr": HUGE}, {"name": None, "city": ""}]
+    rights = [{}, {"name": "spago", "addr": HUGE[:500]}, {"name": "spago"}]
+    for model in (scoring_model, ScoringModel(scoring_model.uri, scoring_model.student, None)):
+        out = score_pairs(model, lefts, rights, ScoringPolicy("all", max_new_tokens=MAX_NEW_TOKENS))
+        assert (out["status"] == "ok").all(), out["error"].tolist()
+        assert out["p_match"].notna().all()
+
+
+# --- the job, on Spark ----------------------------------------------------------------
+
+
+def _seed_tables(lake: Lakehouse, n_pairs: int) -> list[str]:
+    """Demo records (+ an empty one and a 100 KB one) and candidates; returns pair ids."""
+    now = datetime(2026, 1, 1)
+    rows = []
+    for source, file in (("left", "tableA.csv"), ("right", "tableB.csv")):
+        table = _table(Path(__file__).parent.parent / "em_spark/data/demo" / file)
+        if source == "left":
+            table["empty"] = {}
+            table["huge"] = {"name": "spago", "addr": HUGE}
+        for rid, attrs in table.items():
+            rows.append(Row(source=source, record_id=rid, attributes=attrs, record_hash="h", run_id="seed", ingested_at=now))
+    lake.merge("records", lake.spark.createDataFrame(rows, RECORDS))
+    import csv
+
+    with (Path(__file__).parent.parent / "em_spark/data/demo/test.csv").open() as fh:
+        ids = [(r["ltable_id"], r["rtable_id"]) for r in csv.DictReader(fh)][: n_pairs - 3]
+    ids += [("empty", "0"), ("huge", "1"), ("0", "no-such-record")]
+    cands = [Row(pair_id=pair_id(l, r), left_id=l, right_id=r, blockers=["test"], score=None, run_id="seed") for l, r in ids]
+    lake.merge("candidates", lake.spark.createDataFrame(cands, CANDIDATES))
+    return [c.pair_id for c in cands]
+
+
+def _config(root: Path, model_dir: Path, **score):
+    base = {"model_uri": str(model_dir), "max_new_tokens": MAX_NEW_TOKENS, "partitions": 4, "threshold": 0.5}
+    base.update(score)
+    return make_config(root, score=base)
+
+
+def _predictions(lake: Lakehouse) -> dict[str, Row]:
+    return {r.pair_id: r for r in lake.read("predictions").collect()}
+
+
+def test_score_job_one_prediction_per_candidate_and_rescoring_is_idempotent(spark, lake_root, model_dir):
+    config = _config(lake_root, model_dir)
+    lake = Lakehouse.from_config(spark, config)
+    ids = _seed_tables(lake, 40)
+    run = run_job("score", config, lake)
+    first = _predictions(lake)
+    assert sorted(first) == sorted(ids)  # exactly one row per candidate
+    assert run.checks["predictions_per_candidate"].startswith("ok: 40 predictions, 40 candidates")
+    failed = [p for p in first.values() if p.status == "failed"]
+    assert [(p.right_id, p.verdict, p.error) for p in failed] == [
+        ("no-such-record", "error", "right record not found in records")
+    ]
+    ok = [p for p in first.values() if p.status == "ok"]
+    assert {p.decided_by for p in ok} == {"prefilter", "student"}
+    for p in ok:  # the "matches" policy: a rationale exactly for the student's matches
+        assert (p.rationale is not None) == (p.decided_by == "student" and p.verdict == "match")
+        assert p.model_uri == str(model_dir) and p.run_id == run.run_id
+
+    again = run_job("score", config, lake)
+    assert again.counts["scored"] == 1  # only the failed pair is retried
+    second = _predictions(lake)
+    assert {k: v for k, v in second.items() if v.status == "ok"} == {p.pair_id: p for p in ok}
+
+    rescored = run_job("score", _config(lake_root, model_dir, rescore=True), lake)
+    third = _predictions(lake)
+    assert rescored.counts["scored"] == 40 and len(third) == 40
+    for pid, p in third.items():  # replaced in place, same verdicts
+        assert p.run_id == rescored.run_id
+        assert p.verdict == first[pid].verdict and p.decided_by == first[pid].decided_by
+        if p.status == "ok":
+            assert p.p_match == pytest.approx(first[pid].p_match, abs=1e-6)
+
+
+def test_model_loads_once_per_python_worker(spark, lake_root, model_dir):
+    from udfs.scoring import UdfSettings
+
+    settings = UdfSettings(str(model_dir), ScoringPolicy())
+
+    def probe(batches):
+        import os
+
+        import pandas as pd
+
+        from udfs.scoring import get_model, load_count
+
+        for batch in batches:
+            get_model(settings, "cpu")
+            yield pd.DataFrame({"pid": [os.getpid()], "loads": [load_count(settings.model_uri)], "rows": [len(batch)]})
+
+    tasks = 12
+    out = (
+        spark.range(0, tasks * 10, numPartitions=tasks)
+        .mapInPandas(probe, "pid long, loads long, rows long")
+        .collect()
+    )
+    pids = {r.pid for r in out}
+    assert sum(r.rows for r in out) == tasks * 10
+    assert len(pids) < tasks  # Python workers were reused across tasks ...
+    assert {r.loads for r in out} == {1}  # ... and none loaded the model twice
+
+
+def test_crash_after_a_chunk_keeps_it_and_the_rerun_does_the_rest(spark, lake_root, model_dir, monkeypatch):
+    config = _config(lake_root, model_dir, chunk_pairs=12, rationale="none", partitions=2)
+    lake = Lakehouse.from_config(spark, config)
+    _seed_tables(lake, 30)
+    monkeypatch.setenv(ENV, "score:1")
+    with pytest.raises(InjectedFailure):
+        run_job("score", config, lake)
+    committed = lake.read("predictions")
+    assert 0 < committed.count() < 30  # the first of three chunks
+    ok_committed = committed.where("status = 'ok'").count()
+    monkeypatch.delenv(ENV)
+    run = run_job("score", config, lake)
+    assert run.counts["scored"] == 30 - ok_committed  # the rest (and the missing-record retry)
+    assert lake.read("predictions").count() == 30
+    assert sorted(r.status for r in lake.read("runs").collect()) == ["failed", "succeeded"]
