@@ -256,7 +256,7 @@ class TeachConf(Section):
     chunk_rows: int = Field(default=2000, ge=1)
     # Requests handed to the backend at once inside a task.
     batch_size: int = Field(default=32, ge=1)
-    # Abort the job when more than this share of a chunk failed (e.g. endpoint down).
+    # Abort the job when more than this share of a chunk got no answer (endpoint down).
     max_failed_share: float = Field(default=0.5, ge=0, le=1)
     max_words_per_attribute: int = Field(default=48, ge=1)
     max_words_per_record: int = Field(default=96, ge=1)

@@ -15,7 +15,7 @@ from tests.fake_openai_server import FakeChatServer
 
 
 def _conf(url: str, **kw) -> OpenAIBackendConf:
-    base = dict(base_url=url, model="test-model", timeout_s=0.5, max_retries=3, backoff_base_s=0.01, backoff_max_s=2.0)
+    base = dict(base_url=url, model="test-model", timeout_s=2.0, max_retries=3, backoff_base_s=0.01, backoff_max_s=2.0)
     base.update(kw)
     return OpenAIBackendConf(**base)
 
@@ -46,7 +46,7 @@ def _run(server: FakeChatServer, pairs: list[Pair], **kw) -> list[dict]:
 def test_faults_are_retried_or_recorded():
     names = ["plain", "FAULT_500x2", "FAULT_429", "FAULT_SLOW", "FAULT_BADJSON", "FAULT_EMPTY", "FAULT_CONTRADICT", "FAULT_500x9"]
     pairs = [_pair(i, n, label=i % 2) for i, n in enumerate(names)]
-    with FakeChatServer(slow_s=1.0) as server:
+    with FakeChatServer(slow_s=3.0) as server:
         rows = {r["pair_id"]: r for r in _run(server, pairs)}
         attempts = {n: server.attempts[next(k for k in server.attempts if n in k)] for n in names}
         arrivals_429 = next(v for k, v in server.arrivals.items() if "FAULT_429" in k)
@@ -59,7 +59,7 @@ def test_faults_are_retried_or_recorded():
     # 429 waits for Retry-After (1 s) although the backoff base is 10 ms
     assert status["FAULT_429"] == "ok" and attempts["FAULT_429"] == 2
     assert arrivals_429[1] - arrivals_429[0] >= 0.95
-    # slower than the 0.5 s timeout on every attempt: retried, then failed as a timeout
+    # slower than the 2 s timeout on every attempt: retried, then failed as a timeout
     assert status["FAULT_SLOW"] == "failed" and kind["FAULT_SLOW"] == "timeout" and attempts["FAULT_SLOW"] == 4
     # malformed JSON and an empty choice are recorded, not retried
     assert (status["FAULT_BADJSON"], kind["FAULT_BADJSON"], attempts["FAULT_BADJSON"]) == ("failed", "bad_response", 1)

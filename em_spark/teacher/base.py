@@ -42,7 +42,3 @@ class Completion:
 class Backend(Protocol):
     def complete(self, requests: Sequence[TeachRequest]) -> list[Completion]: ...
 
-
-# Failures that say the teacher is unreachable or overloaded rather than that one
-# request was bad; a chunk made mostly of these aborts the job (see TeachConf).
-TRANSPORT_FAILURES = frozenset({"timeout", "connect", "http_429", "http_5xx"})

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 from pyspark.sql import DataFrame
+from pyspark.sql import Window
 from pyspark.sql import functions as F
 
 from em_spark import faults
@@ -28,7 +29,6 @@ from em_spark.ingest import attribute_names
 from em_spark.runs import Run
 from em_spark.tables import EXPLANATIONS, Lakehouse
 from em_spark.teacher.backends import teacher_name
-from em_spark.teacher.base import TRANSPORT_FAILURES
 from em_spark.teacher.core import EXPLANATION_COLUMNS, Pair, TeachSettings, teach_pairs
 from em_spark.teacher.prompts import Demonstration, load_prompt
 from em_spark.teacher.rules import explain_pair
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 
 class TeacherUnavailable(EmError):
-    """Most requests of a chunk failed in transport: the endpoint is down or overloaded."""
+    """Most requests of a chunk got no answer: the endpoint is down, overloaded or broken."""
 
 
 def _work(lake: Lakehouse, config: Config) -> DataFrame:
@@ -73,11 +73,15 @@ def _demonstrations(lake: Lakehouse, config: Config, order: list[str]) -> list[D
     if conf.demonstrations == "none":
         return []
     per_label = 1 if conf.demonstrations == "fixed" else conf.demonstration_pool
-    train = lake.read("labels").where(F.col("split") == "train").select("pair_id", "left_id", "right_id", "label")
-    rows = []
-    for label in (1, 0):
-        sample = train.where(F.col("label") == label).orderBy("pair_id").limit(per_label)
-        rows += _with_attributes(sample, lake, config).orderBy("pair_id").collect()
+    first_by_label = Window.partitionBy("label").orderBy("pair_id")
+    sample = (
+        lake.read("labels")
+        .where(F.col("split") == "train")
+        .withColumn("rank", F.row_number().over(first_by_label))
+        .where(F.col("rank") <= per_label)
+        .select("pair_id", "left_id", "right_id", "label")
+    )
+    rows = _with_attributes(sample, lake, config).orderBy(F.desc("label"), "pair_id").collect()
     demos = []
     for r in rows:
         left, right = json.loads(r["left_attrs"]), json.loads(r["right_attrs"])
@@ -225,17 +229,18 @@ def run_teach(lake: Lakehouse, config: Config, run: Run) -> None:
 
 
 def _abort_if_unavailable(conf: TeachConf, stats: dict, previous: dict[str, int], i: int, n_chunks: int) -> None:
+    """Stop when most of the chunk just committed got no answer at all (status failed)."""
     rows = sum(stats["status"].values()) - previous.get("_rows", 0)
     kinds = {
         k.split(":", 1)[1]: n - previous.get(k, 0)
         for k, n in stats["failures"].items()
-        if k.startswith("failed:") and k.split(":", 1)[1] in TRANSPORT_FAILURES and n > previous.get(k, 0)
+        if k.startswith("failed:") and n > previous.get(k, 0)
     }
     failed = sum(kinds.values())
     if rows and failed / rows > conf.max_failed_share:
         where = conf.openai.base_url if conf.backend == "openai" else conf.backend
         detail = ", ".join(f"{k}: {n}" for k, n in sorted(kinds.items()))
         raise TeacherUnavailable(
-            f"teacher {where} unavailable: {failed} of {rows} requests in chunk {i + 1}/{n_chunks} failed "
-            f"after retries ({detail}); they are recorded as failed and the next run retries them"
+            f"teacher {where} unavailable or failing: {failed} of {rows} requests in chunk {i + 1}/{n_chunks} "
+            f"got no answer after retries ({detail}); they are recorded as failed and the next run retries them"
         )

@@ -39,7 +39,7 @@ _STOP = frozenset(
     "a an and the of for with in on to by from at or is are be as this that it its into than "
     "new black white silver inc co ltd corp llc - & / x".split()
 )
-_MAX_QUOTE_WORDS = 8
+_MAX_QUOTE_WORDS = 6
 
 
 @dataclass
@@ -209,7 +209,9 @@ def explain_pair(
         if ev.missing:
             text += f" ({ev.missing[0]})"
         return text + ", and the label says they are different entities."
-    text = _sentence(reasons[:3])
+    text = _sentence(reasons[:2])
+    if len(reasons) > 1:  # two conflicts make the case; a concession would only add words
+        return text + ", so they are different entities."
     if ev.shared_codes:
         text += f"; sharing {_codes_phrase(ev.shared_codes[:1])} is not enough"
     elif ev.agree and "share" in ev.agree[0]:
