@@ -58,8 +58,8 @@ def run_all(args: argparse.Namespace) -> list[dict]:
                     argv += ["--limit-valid", str(args.limit_valid)]
                 bench_matching(argv)
             report = json.loads(path.read_text())
-            results.append({"setting": setting, "train": train, "test": test, "mode": mode,
-                            "paper_bl": paper_bl, "paper_ea": paper_ea, **report})
+            results.append({**report, "setting": setting, "train": train, "test": test, "mode": mode,
+                            "paper_bl": paper_bl, "paper_ea": paper_ea})
     return results
 
 
@@ -70,7 +70,7 @@ def table(results: list[dict], args: argparse.Namespace) -> str:
     modes = [m for m in MODES + ABLATIONS if any(m in v for v in by_row.values())]
     names = {"label_only": "BL", "explained": "EA", "shuffled": "shuffled", "truncated": "truncated"}
     head = "| setting | train -> test | " + " | ".join(f"{names[m]} F1" for m in modes)
-    head += " | EA - BL | valid F1 BL / EA | paper BL / EA |"
+    head += " | EA - BL | valid F1 BL / EA | epochs BL / EA | paper BL / EA |"
     lines = [
         f"Model `{args.model}`, budget {args.budget_minutes} min of training per run, seed {args.seed}, "
         f"threshold on the train dataset's valid split{f' (first {args.limit_valid} pairs)' if args.limit_valid else ''}.",
@@ -87,8 +87,14 @@ def table(results: list[dict], args: argparse.Namespace) -> str:
             wins += d > 0
             delta = f"{d:+.2f}"
         valid = " / ".join(f"{100 * runs[m]['valid_f1']:.1f}" if m in runs else "-" for m in MODES)
+        # How much of one pass over the training pairs the budget allowed.
+        epochs = " / ".join(
+            f"{runs[m]['history'][-1]['epoch']:.2f}" if m in runs and runs[m].get("history") else "-" for m in MODES
+        )
         paper = f"{pbl} / {pea}" if pbl is not None else "n/a"
-        lines.append(f"| {setting} | {train} -> {test} | " + " | ".join(cells) + f" | {delta} | {valid} | {paper} |")
+        lines.append(
+            f"| {setting} | {train} -> {test} | " + " | ".join(cells) + f" | {delta} | {valid} | {epochs} | {paper} |"
+        )
     lines += ["", f"EA beats BL on {wins} of {len(by_row)} rows."]
     return "\n".join(lines) + "\n"
 
