@@ -15,4 +15,11 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install --quiet -e ".[dev]"
   touch "$stamp"
 fi
+# The review report's browser test opens the page in Debian's chromium (root only; the
+# test skips, saying why, where it is missing).
+if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "setup: installing chromium for the HTML report test"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+    || echo "setup: chromium could not be installed; its test will be skipped"
+fi
 echo "setup: ready ($(.venv/bin/em-spark --help >/dev/null && echo em-spark OK))"
