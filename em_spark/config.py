@@ -120,7 +120,7 @@ class TopKConf(Section):
     max_words_per_attribute: int = Field(default=40, ge=1)
     # Terms held by more records are left out of the candidate join (their IDF is tiny);
     # the final score still counts them.
-    cap: KeyCapConf = Field(default_factory=lambda: KeyCapConf(max_records=1000, max_share=0.05))
+    cap: KeyCapConf = Field(default_factory=lambda: KeyCapConf(max_records=300, max_share=0.05))
 
 
 class MinHashConf(Section):

