@@ -48,10 +48,22 @@ def labeled_predictions(lake: Lakehouse, split: str) -> pd.DataFrame:
     return joined.orderBy("pair_id").toPandas()
 
 
-def chosen_threshold(config: Config) -> float:
+def chosen_threshold(config: Config, model_uris: list[str]) -> tuple[float, str]:
+    """The threshold the verdicts were made at, and where it came from: evaluate.threshold,
+    score.threshold, else the one saved with the (single) model that scored the pairs."""
     if config.evaluate.threshold is not None:
-        return config.evaluate.threshold
-    return float(getattr(config.score, "threshold", None) or 0.5)
+        return config.evaluate.threshold, "evaluate.threshold"
+    if getattr(config.score, "threshold", None) is not None:
+        return float(config.score.threshold), "score.threshold"
+    if len(model_uris) == 1:
+        try:
+            from em_spark.student.inference import META_FILE, find_student_dir, resolve_model_dir
+
+            meta_path = find_student_dir(resolve_model_dir(model_uris[0])) / META_FILE
+            return float(json.loads(meta_path.read_text(encoding="utf-8"))["threshold"]), model_uris[0]
+        except Exception as exc:  # noqa: BLE001 - the report still stands; say why
+            log.warning("evaluate: threshold of %s not readable (%s); reporting 0.5", model_uris[0], exc)
+    return 0.5, "default"
 
 
 # --- metrics ------------------------------------------------------------------------------
@@ -407,10 +419,10 @@ def run_evaluate(lake: Lakehouse, config: Config, run: Run) -> None:
 
     summary = split_metrics(labeled, conf.missing_pairs, conf.sweep_points)
     summary["split"] = conf.split
-    summary["threshold"] = chosen_threshold(config)
     summary["blocking"] = blocker_recall(lake)
     summary["rationale_lengths"] = rationale_lengths(lake.read("predictions"))
     summary["model_uris"] = sorted({u for v in summary["rationale_lengths"].values() for u in v["model_uris"]})
+    summary["threshold"], summary["threshold_source"] = chosen_threshold(config, summary["model_uris"])
 
     samples = sample_pairs(labeled, conf.report_samples, conf.seed)
     unlabeled = unlabeled_matches(lake, conf.report_samples, conf.seed)

@@ -81,13 +81,10 @@ def _small_star(edges: DataFrame) -> DataFrame:
 
 def _is_star_forest(edges: DataFrame) -> bool:
     """True when every node has one smaller neighbour, which has none itself: each
-    component is then one star around its smallest node."""
-    parents = edges.groupBy("b").agg(F.count(F.lit(1)).alias("n"))
-    several = parents.where(F.col("n") > 1).limit(1).count()
-    if several:
-        return False
-    nested = edges.join(edges.select(F.col("b").alias("a")), "a", "left_semi").limit(1).count()
-    return nested == 0
+    component is then one star around its smallest node. One Spark job."""
+    several = edges.groupBy("b").agg(F.count(F.lit(1)).alias("n")).where(F.col("n") > 1).select("b")
+    nested = edges.select("a").join(edges.select(F.col("b").alias("a")), "a", "left_semi")
+    return several.unionByName(nested.select(F.col("a").alias("b"))).limit(1).count() == 0
 
 
 def components(edges: DataFrame, max_rounds: int = 100) -> tuple[DataFrame, int]:
