@@ -38,7 +38,9 @@ def test_match_new_touches_only_new_records_and_is_idempotent(spark, tmp_path, l
     left, right = _rows(DEMO_DATA / "tableA.csv")[:12], _rows(DEMO_DATA / "tableB.csv")
     left_csv = _write(tmp_path / "left.csv", left)
     right_csv = _write(tmp_path / "right.csv", right[:12])
-    new_csv = _write(tmp_path / "new.csv", right[12:14])
+    # two arrivals on the right that copy left records: blocking must pair them
+    arrivals = [{**left[i], "id": f"new-{i}"} for i in (0, 1)]
+    new_csv = _write(tmp_path / "new.csv", arrivals)
     # An untrained tiny student with threshold 0: every scored pair is a match, so the
     # new records' pairs merge entities (what the entity update must get right).
     model, tokenizer = build_preset("tiny", [serialize_record(r) for r in left])
@@ -57,7 +59,7 @@ def test_match_new_touches_only_new_records_and_is_idempotent(spark, tmp_path, l
 
     run = match_new(config, NewRecords(str(new_csv), source="right"), lake)
     assert run.counts["new_or_changed_records"] == 2 and run.counts["involved_records"] == 2
-    new_ids = {r["id"].strip() for r in right[12:14]}
+    new_ids = {r["id"] for r in arrivals}
     predictions = lake.read("predictions").collect()
     assert lake.read("records").count() == 26
     # old predictions untouched; every new one pairs a new record
