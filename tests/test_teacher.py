@@ -141,3 +141,16 @@ def test_teach_config_is_typed():
         load_config(overrides=["teach.nope=1"])
     with pytest.raises(ConfigError, match="backend"):
         load_config(overrides=["teach.backend=gpt"])
+
+
+def test_teacher_parts_import_without_pyspark_or_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import em_spark.teacher, em_spark.teacher.rules, em_spark.teacher.core, "
+        "em_spark.teacher.openai_backend, em_spark.teacher.vllm_backend, em_spark.teacher.transformers_backend; "
+        "print(sorted(m for m in ('pyspark', 'torch') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]"

@@ -197,19 +197,22 @@ def run_teach(lake: Lakehouse, config: Config, run: Run) -> None:
     )
     fn = _partition_fn(settings)
     previous: dict[str, int] = {}
+    stats: dict | None = None  # this run's rows, as of the last chunk (None: not yet counted)
     try:
         for i in range(n_chunks if n_todo else 0):
             part = chunked.where(F.col("chunk") == i).drop("chunk").repartition(partitions, "pair_id")
+            stats = None
             lake.merge("explanations", part.mapInPandas(fn, EXPLANATIONS))
             report["chunks_committed"] = i + 1
             faults.checkpoint("teach", i + 1)
             stats = _run_stats(lake, run.run_id, teacher, template.version)
             _abort_if_unavailable(conf, stats, previous, i, n_chunks)
-            previous = {**stats["failures"], "_rows": sum(stats["status"].values())}  # type: ignore[union-attr]
+            previous = {**stats["failures"], "_rows": sum(stats["status"].values())}
             log.info("teach: chunk %d/%d committed %s", i + 1, n_chunks, stats["status"])
     finally:
         seconds = time.monotonic() - t0
-        stats = _run_stats(lake, run.run_id, teacher, template.version)
+        if stats is None:
+            stats = _run_stats(lake, run.run_id, teacher, template.version)
         rows = sum(stats["status"].values())  # type: ignore[union-attr]
         report.update(stats)
         report.update(
