@@ -83,7 +83,10 @@ def vllm_stand_in(monkeypatch):
     assert "STAND-IN" in vllm.__doc__
     vllm.LLM.calls.clear()
     vllm.LLM.instances.clear()
-    return vllm
+    yield vllm
+    # Leave no stand-in behind: later tests must not mistake it for an installed vLLM.
+    for name in [m for m in sys.modules if m == "vllm" or m.startswith("vllm.")]:
+        del sys.modules[name]
 
 
 def test_vllm_backend_prompts_batching_sampling_and_parsing(vllm_stand_in):
@@ -150,3 +153,7 @@ def test_real_vllm_on_gpu():  # pragma: no cover - runs only where vLLM and a GP
         backend.engine.close()
     assert all(c.text for c in completions)
     assert all(json.loads(c.text)["label"] in ("match", "no match") for c in completions)  # guided JSON
+
+
+def test_no_stand_in_left_behind():
+    assert "vllm" not in sys.modules or "STAND-IN" not in (sys.modules["vllm"].__doc__ or "")
