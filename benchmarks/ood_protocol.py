@@ -48,6 +48,8 @@ def run_all(args: argparse.Namespace) -> list[dict]:
             continue
         for mode in modes:
             path = out_dir / f"{train}__{test}__{args.model}__{mode}.json"
+            if args.table_only and not path.is_file():
+                continue
             if not path.is_file():  # resumable: finished runs are kept
                 argv = [
                     "--train", str(DATASETS / train), "--test", str(DATASETS / test),
@@ -121,6 +123,7 @@ def main() -> int:
     p.add_argument("--rows", nargs="*", default=None, help="only these TRAIN->TEST rows")
     p.add_argument("--out-dir", default=str(REPO / "benchmarks" / "results" / "ood"))
     p.add_argument("--no-docs", action="store_true", help="do not edit docs/BENCHMARKS.md")
+    p.add_argument("--table-only", action="store_true", help="tabulate finished runs, start none")
     args = p.parse_args()
     text = table(run_all(args), args)
     (Path(args.out_dir) / "ood_table.md").write_text(text, encoding="utf-8")
