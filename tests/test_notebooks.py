@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import nbformat
@@ -34,14 +35,14 @@ def test_notebooks_are_committed_without_outputs():
                 assert cell.outputs == [] and cell.execution_count is None, name
 
 
-def test_notebooks_run_against_the_tables(spark, tmp_path_factory, tmp_path, monkeypatch):
+def test_notebooks_run_against_the_tables(spark, tmp_path_factory, tmp_path):
     config, _lake, _runs = results_lake(spark, tmp_path_factory)
     nb_config = config.to_dict()
     nb_config["spark"] = {"master": "local[1]", "conf": {**TEST_SPARK_CONF, "spark.driver.memory": "1g"}}
     config_file = tmp_path / "notebook.yaml"
     config_file.write_text(yaml.safe_dump(nb_config))
     km = KernelManager(kernel_name="python3")
-    km.start_kernel(cwd=str(REPO), env={**__import__("os").environ, "EM_SPARK_CONFIG": str(config_file)})
+    km.start_kernel(cwd=str(REPO), env={**os.environ, "EM_SPARK_CONFIG": str(config_file)})
     texts = {}
     try:
         for name in NOTEBOOKS:
