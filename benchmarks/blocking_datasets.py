@@ -71,16 +71,17 @@ def main() -> int:
         runs.append(("WDC-Products-80cc20rnd050un", True))
     results = []
     t0 = time.monotonic()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     for name, dedupe in runs:
         result = run_bench(spark, Path(args.root) / name, config, dedupe, not args.no_baseline)
         results.append(result)
         print(f"{name}{' dedupe' if dedupe else ''}: PC {result['pair_completeness']} "
               f"cand/left {result['candidates_per_left']} {result['seconds']} s", flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    summary = {"overrides": args.overrides, "total_seconds": round(time.monotonic() - t0, 1), "results": results,
-               "table": markdown(results)}
-    out.write_text(json.dumps(summary, indent=2, sort_keys=True), encoding="utf-8")
+        # Written after every dataset, so a run cut short keeps what it measured.
+        summary = {"overrides": args.overrides, "total_seconds": round(time.monotonic() - t0, 1),
+                   "results": results, "table": markdown(results)}
+        out.write_text(json.dumps(summary, indent=2, sort_keys=True), encoding="utf-8")
     print(markdown(results))
     return 0
 

@@ -25,12 +25,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from synthetic import generate  # noqa: E402
 
-# Spark inside 8 GiB in all: a 5 GiB driver heap (local mode: executors live in it).
+# Spark inside 8 GiB in all: a 4 GiB driver heap (local mode: executors live in it).
 SPARK_CONFIG = """
 spark:
   master: local[2]
   conf:
-    spark.driver.memory: 5g
+    spark.driver.memory: 4g
     spark.sql.shuffle.partitions: "16"
     spark.sql.adaptive.enabled: "true"
     spark.ui.enabled: "false"

