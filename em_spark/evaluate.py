@@ -57,7 +57,14 @@ def chosen_threshold(config: Config, model_uris: list[str]) -> tuple[float, str]
         return float(config.score.threshold), "score.threshold"
     if len(model_uris) == 1:
         try:
+            import mlflow
+
             from em_spark.student.inference import META_FILE, find_student_dir, resolve_model_dir
+
+            # models:/ URIs resolve against this config's store, not MLflow's default (a
+            # mlflow.db in the working directory).
+            mlflow.set_tracking_uri(config.mlflow.tracking_uri)
+            mlflow.set_registry_uri(config.mlflow.registry_uri or config.mlflow.tracking_uri)
 
             meta_path = find_student_dir(resolve_model_dir(model_uris[0])) / META_FILE
             return float(json.loads(meta_path.read_text(encoding="utf-8"))["threshold"]), model_uris[0]
