@@ -69,6 +69,17 @@ def assert_one_row_per_key(lake: Lakehouse, table: str, key: list[str]) -> int:
     return n
 
 
+def crash_changes_nothing(monkeypatch, lake: Lakehouse, config, job: str, table: str) -> None:
+    """Run ``job`` with a task dying inside its MERGE into ``table``: same version, same rows."""
+    version, before = lake.version(table), snapshot(lake, table)
+    crash_inside_merge(monkeypatch, table)
+    with pytest.raises(Exception, match=CRASH):
+        run_job(job, config, lake)
+    assert lake.version(table) == version
+    assert_same_rows(lake.read(table), before)
+    monkeypatch.undo()
+
+
 def job_statuses(lake: Lakehouse, job: str) -> list[str]:
     return [r.status for r in lake.read("runs").where(f"job = '{job}'").orderBy("started_at").collect()]
 
@@ -83,16 +94,8 @@ def fixture_lake(spark, lake_root) -> tuple:
 
 def test_block_crash_inside_merge_then_rerun(spark, fixture_lake, monkeypatch):
     config, lake = fixture_lake
-    before_version = lake.version("candidates")
     before = snapshot(lake, "candidates")
-
-    crash_inside_merge(monkeypatch, "candidates")
-    with pytest.raises(Exception, match=CRASH):
-        run_job("block", config, lake)
-    assert lake.version("candidates") == before_version
-    assert_same_rows(lake.read("candidates"), before)
-
-    monkeypatch.undo()
+    crash_changes_nothing(monkeypatch, lake, config, "block", "candidates")
     run = run_job("block", config, lake)
     n = assert_one_row_per_key(lake, "candidates", ["pair_id"])
     mine = lake.read("candidates").where(f"run_id = '{run.run_id}'")
@@ -120,15 +123,9 @@ def test_resolve_crash_inside_merge_then_rerun(spark, fixture_lake, monkeypatch)
     assert records.join(entities, ["source", "record_id"], "left_anti").count() == 0
     assert entities.join(records, ["source", "record_id"], "left_anti").count() == 0
 
-    # A new accepted match (L3-R3) changes two rows; a crash inside that commit changes none.
-    version, before = lake.version("entities"), snapshot(lake, "entities")
+    # A new accepted match (L3-R3) moves R3 into L3's entity; a crash in that commit changes nothing.
     lake.merge("predictions", spark.createDataFrame([_match("L3", "R3")], PREDICTIONS))
-    crash_inside_merge(monkeypatch, "entities")
-    with pytest.raises(Exception, match=CRASH):
-        run_job("resolve", config, lake)
-    assert lake.version("entities") == version
-    assert_same_rows(lake.read("entities"), before)
-    monkeypatch.undo()
+    crash_changes_nothing(monkeypatch, lake, config, "resolve", "entities")
     run = run_job("resolve", config, lake)
     assert run.counts["changed_rows"] == 1  # R3 joins L3's entity
     after = {(r.source, r.record_id): r.entity_id for r in lake.read("entities").collect()}

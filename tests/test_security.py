@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import csv
 import logging
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from em_spark.sql import register_views
 from em_spark.tables import CANDIDATES, CONTRACTS, PREDICTIONS, RECORDS, Lakehouse, pair_id
 from tests.conftest import DEMO_DATA, make_config
 from tests.fake_openai_server import FakeChatServer
+from tests.test_student_job import _slice
 
 SENTINEL = "sk-SENTINEL-7c1e-do-not-store"
 KEY_ENV = "EM_TEST_SECURITY_KEY"
@@ -40,17 +40,6 @@ def test_config_has_no_place_for_a_literal_key(override):
         load_config(overrides=[override])
     assert "unknown key" in str(caught.value)
     assert SENTINEL not in str(caught.value)  # the error does not echo the value
-
-
-def _labels_slice(src: Path, dst: Path, n: int) -> Path:
-    with src.open(encoding="utf-8", newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    keep = [r for r in rows if r["label"] == "1"][:n] + [r for r in rows if r["label"] == "0"][:n]
-    with dst.open("w", encoding="utf-8", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["ltable_id", "rtable_id", "label"])
-        writer.writeheader()
-        writer.writerows({k: r[k] for k in ("ltable_id", "rtable_id", "label")} for r in keep)
-    return dst
 
 
 def _files_containing(folder: Path, needle: bytes) -> list[str]:
@@ -71,8 +60,8 @@ def test_sentinel_key_is_used_but_stored_nowhere(spark, tmp_path, monkeypatch, c
                 "left": {"path": str(DEMO_DATA / "tableA.csv")},
                 "right": {"path": str(DEMO_DATA / "tableB.csv")},
                 "labels": [
-                    {"path": str(_labels_slice(DEMO_DATA / "train.csv", tmp_path / "train.csv", 8)), "split": "train"},
-                    {"path": str(_labels_slice(DEMO_DATA / "valid.csv", tmp_path / "valid.csv", 4)), "split": "valid"},
+                    {"path": str(_slice(DEMO_DATA / "train.csv", tmp_path / "train.csv", 8)), "split": "train"},
+                    {"path": str(_slice(DEMO_DATA / "valid.csv", tmp_path / "valid.csv", 4)), "split": "valid"},
                 ],
             },
             teach={
