@@ -33,7 +33,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a config value, e.g. --set block.top_k=10 (repeatable)",
+        help="override a config value, e.g. --set block.topk.k=10 (repeatable)",
     )
 
 

@@ -422,7 +422,7 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
 
 def parse_override(item: str) -> tuple[str, Any]:
     if "=" not in item:
-        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. block.top_k=10")
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. block.topk.k=10")
     key, _, raw = item.partition("=")
     key = key.strip()
     if not key:

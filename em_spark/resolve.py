@@ -22,7 +22,6 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from em_spark.config import Config
-from em_spark.errors import InputError
 from em_spark.runs import Run
 from em_spark.tables import Lakehouse
 
@@ -162,9 +161,7 @@ def write_cluster_report(config: Config, stats: dict[str, Any], name: str = "clu
 
 def run_resolve(lake: Lakehouse, config: Config, run: Run) -> None:
     conf = config.resolve
-    for table in ("records", "predictions"):
-        if not lake.exists(table):  # before lake.read(), which would create it empty
-            raise InputError(f"no {table} table at {lake.ref(table)}: run the earlier jobs first")
+    lake.require("records", "predictions")
     records = lake.read("records").select("source", "record_id")
     edges = match_edges(lake.read("predictions"), config.mode, conf.min_p_match)
     assigned, rounds = components(edges, conf.max_rounds)

@@ -129,8 +129,7 @@ def score_candidates(lake: Lakehouse, config: Config, candidates: DataFrame, run
 
 def run_score(lake: Lakehouse, config: Config, run: Run) -> None:
     """Score every candidate lacking an ok prediction from this model into ``predictions``."""
-    if not lake.exists("candidates"):
-        raise InputError(f"no candidates table at {lake.ref('candidates')}: run `em-spark block` first")
+    lake.require("candidates")
     model_uri = resolve_model_uri(config)
     # Resolved once, so every chunk uses the same model version.
     config = config.model_copy(update={"score": config.score.model_copy(update={"model_uri": model_uri})})

@@ -21,7 +21,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from em_spark.config import Config, LakehouseConf
-from em_spark.errors import WriteConflictError
+from em_spark.errors import InputError, WriteConflictError
 
 log = logging.getLogger(__name__)
 
@@ -241,6 +241,19 @@ class Lakehouse:
         if ref.path is not None:
             return (Path(ref.path) / "_delta_log").is_dir()
         return bool(self.spark.catalog.tableExists(ref.catalog_name))
+
+    def require(self, *names: str) -> None:
+        """Raise a one-line InputError naming the input tables that do not exist yet.
+
+        Call it before :meth:`read`, which creates a missing contract table empty.
+        """
+        missing = [name for name in names if not self.exists(name)]
+        if missing:
+            where = ", ".join(str(self.ref(name)) for name in missing)
+            raise InputError(
+                f"input table {' and '.join(missing)} not found ({where}): "
+                "run the jobs that write it first"
+            )
 
     def ensure(self, name: str) -> TableRef:
         """Create the table with its contract schema if it does not exist yet."""

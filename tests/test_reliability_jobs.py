@@ -38,20 +38,9 @@ MISSING_INPUT = {
     "evaluate": "labels",
     "resolve": "predictions",
 }
-# Open requests to the stage owners (see docs/RELIABILITY.md): teach and resolve succeed
-# on an empty lakehouse with nothing to do; all three create empty input tables.
-NOT_YET = {
-    "teach": "em_spark/teacher/job.py run_teach: raise InputError when records/labels do not exist",
-    "resolve": "em_spark/resolve.py run_resolve: raise InputError when predictions do not exist",
-    # Its error is clear, but lake.read() has created empty records/labels/explanations.
-    "train": "em_spark/student/job.py: check lake.exists() before lake.read() of its inputs",
-}
 
 
-@pytest.mark.parametrize(
-    "job",
-    [pytest.param(j, marks=pytest.mark.xfail(strict=True, reason=NOT_YET[j])) if j in NOT_YET else j for j in MISSING_INPUT],
-)
+@pytest.mark.parametrize("job", list(MISSING_INPUT))
 def test_job_without_its_input_fails_clearly_and_writes_nothing(empty_lake, capsys, job):
     path, lake = empty_lake
     code = main([job, "--config", str(path)])

@@ -10,7 +10,6 @@ from pyspark.sql import functions as F
 from em_spark.blocking.core import plan_blocking
 from em_spark.blocking.report import blocking_report, gold_pairs, write_report
 from em_spark.config import Config
-from em_spark.errors import InputError
 from em_spark.runs import Run
 from em_spark.tables import Lakehouse
 
@@ -18,8 +17,7 @@ log = logging.getLogger(__name__)
 
 
 def run_block(lake: Lakehouse, config: Config, run: Run) -> None:
-    if not lake.exists("records"):
-        raise InputError(f"records table not found at {lake.ref('records')}: run ingest first")
+    lake.require("records")
     plan = plan_blocking(lake.read("records"), config.block, config.mode)
     candidates = plan.candidates.withColumn("run_id", F.lit(run.run_id)).cache()
     try:

@@ -67,6 +67,7 @@ def labeled_pairs(lake: Lakehouse, config: Config) -> DataFrame:
 
 def run_train(lake: Lakehouse, config: Config, run: Run) -> None:
     conf = config.train
+    lake.require("records", "labels")
     rows = [r.asDict() for r in labeled_pairs(lake, config).collect()]
     train_rows = [r for r in rows if r["split"] == "train"]
     valid_rows = [r for r in rows if r["split"] == "valid"]

@@ -159,6 +159,8 @@ def _check_template(conf: TeachConf) -> str:
 
 def run_teach(lake: Lakehouse, config: Config, run: Run) -> None:
     conf = config.teach
+    # --predict explains unlabeled candidates, so only it may run without labels.
+    lake.require(*(("records",) if conf.predict else ("records", "labels")))
     template = load_prompt(_check_template(conf))
     teacher = teacher_name(conf)
     spark = lake.spark
