@@ -376,8 +376,7 @@ def log_to_mlflow(config: Config, run: Run, summary: dict[str, Any], out: Path) 
 
     conf = config.mlflow
     mlflow.set_tracking_uri(conf.tracking_uri)
-    if conf.registry_uri:
-        mlflow.set_registry_uri(conf.registry_uri)
+    mlflow.set_registry_uri(conf.registry_uri or conf.tracking_uri)
     if mlflow.get_experiment_by_name(conf.experiment) is None:
         mlflow.create_experiment(conf.experiment, artifact_location=_artifact_location(conf.tracking_uri))
     mlflow.set_experiment(conf.experiment)

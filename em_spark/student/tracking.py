@@ -42,8 +42,8 @@ def use_tracking(conf: MlflowConf) -> str:
     (``path/mlartifacts``), not into the current directory.
     """
     mlflow.set_tracking_uri(conf.tracking_uri)
-    if conf.registry_uri:
-        mlflow.set_registry_uri(conf.registry_uri)
+    # Always set: an earlier job in the same process may have pointed the registry elsewhere.
+    mlflow.set_registry_uri(conf.registry_uri or conf.tracking_uri)
     experiment = mlflow.get_experiment_by_name(conf.experiment)
     if experiment is not None:
         return experiment.experiment_id
