@@ -205,7 +205,7 @@ def test_block_without_records_is_a_clear_error(spark, lake_root, capsys, tmp_pa
     cfg = tmp_path / "em.yaml"
     cfg.write_text(f"lakehouse: {{root: {lake_root}}}\nspark: {{master: 'local[2]'}}\n")
     assert main(["block", "--config", str(cfg)]) == 2
-    assert "records table not found" in capsys.readouterr().err
+    assert "input table records not found" in capsys.readouterr().err
 
 
 def test_embedding_blocker_finds_gold_pairs(spark):
