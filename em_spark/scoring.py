@@ -162,15 +162,7 @@ def _drop_stale(lake: Lakehouse, candidates: DataFrame, run: Run) -> None:
     stale = predictions.join(candidates.select("pair_id"), "pair_id", "left_anti").count()
     run.count("stale_deleted", stale)
     if stale:
-        view = f"em_candidate_ids_{run.run_id[:8]}"
-        candidates.select("pair_id").createOrReplaceTempView(view)
-        try:
-            lake.spark.sql(
-                f"MERGE INTO {lake.ref('predictions').sql} t USING {view} s ON t.pair_id = s.pair_id "
-                "WHEN NOT MATCHED BY SOURCE THEN DELETE"
-            )
-        finally:
-            lake.spark.catalog.dropTempView(view)
+        lake.delete_missing("predictions", candidates)
 
 
 def _check_one_per_candidate(lake: Lakehouse, candidates: DataFrame, run: Run) -> None:

@@ -306,24 +306,32 @@ class Lakehouse:
         view = f"em_src_{name}_{uuid.uuid4().hex[:8]}"
         source.createOrReplaceTempView(view)
         try:
-            self._merge_with_retries(name, view, update, delete_condition)
+            self._sql_with_retries(name, _merge_sql(self.ref(name), view, cols, contract.key, update, delete_condition))
         finally:
             self.spark.catalog.dropTempView(view)
 
-    def _merge_with_retries(
-        self,
-        name: str,
-        view: str,
-        update: bool,
-        delete_condition: str | None,
-    ) -> None:
-        """Run the MERGE; on a Delta conflict with a concurrent writer, back off and retry."""
-        contract = CONTRACTS[name]
-        cols = [f.name for f in contract.schema.fields]
+    def delete_missing(self, name: str, keys: DataFrame) -> None:
+        """Delete the rows of ``name`` whose key is not in ``keys``, in one commit."""
+        key = CONTRACTS[name].key
+        view = f"em_keep_{name}_{uuid.uuid4().hex[:8]}"
+        keys.select(*key).createOrReplaceTempView(view)
+        on = " AND ".join(f"t.{_quote_ident(k)} = s.{_quote_ident(k)}" for k in key)
+        try:
+            self._sql_with_retries(
+                name,
+                f"MERGE INTO {self.ref(name).sql} t USING {view} s ON {on} "
+                "WHEN NOT MATCHED BY SOURCE THEN DELETE",
+            )
+        finally:
+            self.spark.catalog.dropTempView(view)
+
+    def _sql_with_retries(self, name: str, statement: str) -> None:
+        """Run one write statement on table ``name``; on a Delta conflict with a concurrent
+        writer, back off and retry (each attempt re-reads the latest snapshot)."""
         for attempt in range(1, MERGE_ATTEMPTS + 1):
             try:
-                ref = self.ensure(name)  # in the loop: two writers may race to create it
-                self.spark.sql(_merge_sql(ref, view, cols, contract.key, update, delete_condition))
+                self.ensure(name)  # in the loop: two writers may race to create it
+                self.spark.sql(statement)
                 return
             except Exception as exc:
                 conflict = write_conflict(exc)

@@ -18,8 +18,10 @@ from pyspark.sql import types as T
 
 from em_spark import tables
 from em_spark.errors import WriteConflictError
+from em_spark.pipeline import run_job
 from em_spark.tables import PREDICTIONS, Lakehouse, pair_id
 from tests.conftest import make_config
+from tests.test_scoring import _config, _seed_tables, model_dir  # noqa: F401 (a fixture)
 
 
 def predictions(spark: SparkSession, ids: range, writer: str) -> DataFrame:
@@ -52,7 +54,8 @@ def test_two_concurrent_merge_writers_end_consistent(spark, lake_root, caplog):
     flag = lake_root / "fast_writer_committed"
     # Writer A overlaps writer B on keys 40-59; A is held mid-MERGE until B has committed,
     # so A's first commit must conflict with B's and be retried.
-    slow = predictions(spark, range(0, 60), "A").withColumn("run_id", wait_for_file(flag)("run_id"))
+    # One partition: A's held task takes one of the two cores and leaves the other to B.
+    slow = predictions(spark, range(0, 60), "A").coalesce(1).withColumn("run_id", wait_for_file(flag)("run_id"))
     fast = predictions(spark, range(40, 100), "B")
     errors: list[BaseException] = []
 
@@ -82,6 +85,50 @@ def test_two_concurrent_merge_writers_end_consistent(spark, lake_root, caplog):
     by_writer = {r.run_id: r["count"] for r in table.groupBy("run_id").count().collect()}
     assert by_writer == {"A": 60, "B": 40}
     assert lake.version("predictions") == v0 + 2
+
+
+def test_two_concurrent_score_jobs_end_consistent(spark, lake_root, model_dir, monkeypatch, caplog):  # noqa: F811
+    config = _config(lake_root, model_dir, rationale="none", rescore=True)
+    lake = Lakehouse.from_config(spark, config)
+    ids = _seed_tables(lake, 16)
+    run_job("score", config, lake)
+    # Both jobs start their predictions MERGE together, on the same snapshot: each rewrites
+    # the files holding all 16 pairs, so whichever commits second must conflict.
+    together = threading.Barrier(2, timeout=120)
+    merge = Lakehouse.merge
+
+    def merge_together(self: Lakehouse, name: str, df: DataFrame, **kwargs) -> None:
+        if name == "predictions":
+            together.wait()
+        merge(self, name, df, **kwargs)
+
+    monkeypatch.setattr(Lakehouse, "merge", merge_together)
+    caplog.set_level(logging.WARNING, logger="em_spark.tables")
+    runs: dict[str, object] = {}
+
+    def score(job: str) -> None:
+        try:
+            runs[job] = run_job("score", config, Lakehouse.from_config(spark, config))
+        except BaseException as exc:  # surfaced by the assertion below
+            runs[job] = exc
+
+    threads = [threading.Thread(target=score, args=(job,)) for job in ("first", "second")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert not any(t.is_alive() for t in threads)
+    assert not [r for r in runs.values() if isinstance(r, BaseException)], runs
+
+    assert any("predictions: Delta write conflict" in r.getMessage() for r in caplog.records)
+    table = lake.read("predictions")
+    assert sorted(r.pair_id for r in table.select("pair_id").collect()) == sorted(ids)
+    # every row comes from one of the two concurrent runs, and each run checked one per pair
+    assert {r.run_id for r in table.select("run_id").distinct().collect()} <= {r.run_id for r in runs.values()}
+    for run in runs.values():
+        assert run.checks["predictions_per_candidate"].startswith("ok: 16 predictions, 16 candidates")
+    statuses = [r.status for r in lake.read("runs").where("job = 'score'").collect()]
+    assert statuses == ["succeeded"] * 3
 
 
 class ConcurrentAppendException(Exception):
@@ -124,5 +171,11 @@ def test_conflict_that_never_clears_is_one_clear_error(spark, lake_root, monkeyp
     with pytest.raises(RuntimeError, match="DIVIDE_BY_ZERO"):
         Lakehouse(other, lake.conf).merge("predictions", predictions(spark, range(3, 6), "x"))
     assert other.merges == 1  # only conflicts are retried
+
+    # deleting rows that left the candidates (score's stale-prediction sweep) retries alike
+    session = _FailingMerges(spark, conflict)
+    with pytest.raises(WriteConflictError, match="predictions: concurrent writers conflicted"):
+        Lakehouse(session, lake.conf).delete_missing("predictions", predictions(spark, range(1), "x"))
+    assert session.merges == tables.MERGE_ATTEMPTS
     assert lake.version("predictions") == version
     assert lake.read("predictions").count() == 3
