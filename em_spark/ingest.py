@@ -1,7 +1,7 @@
 """Ingest: source tables -> ``records``; labeled pairs -> ``labels``.
 
 Everything is validated before anything is written, so bad input leaves no new table
-version: local CSV files are valid UTF-8; the id column exists, is non-null and unique;
+version: CSV files are valid UTF-8; the id column exists, is non-null and unique;
 the table is not empty; labels are 0/1 and name known ids.
 """
 
@@ -76,6 +76,21 @@ def _raise_utf8_error(file: Path, opener, at: int) -> None:
     raise InputError(f"{file}: invalid UTF-8 at line {line} (byte {at}) near {near!r}")
 
 
+def check_utf8_spark(spark: SparkSession, path: str) -> None:
+    """:func:`check_utf8` for paths only Spark can open (``s3://``, ``abfss://``, ``dbfs:/``):
+    one distributed pass over the lines, naming the file and the first invalid line found."""
+    bad = (
+        spark.read.text(path)
+        .where(~F.is_valid_utf8("value"))
+        .select(F.input_file_name().alias("file"), F.col("value").cast("binary").alias("line"))
+        .limit(1)
+        .collect()
+    )
+    if bad:
+        line = bytes(bad[0]["line"])
+        raise InputError(f"{bad[0]['file']}: invalid UTF-8 in the line {line[:48]!r}")
+
+
 _MALFORMED = re.compile(r"Malformed records are detected|Malformed CSV record")
 _MALFORMED_RECORD = re.compile(r"Malformed CSV record: (.*?)(?: SQLSTATE|\n|$)")
 _READ_FILE = re.compile(r"reading file (?:file:(?://)?)?(\S+?)\.?\s")
@@ -112,7 +127,9 @@ def read_source(spark: SparkSession, path: str, fmt: str) -> DataFrame:
         if "://" not in path and not Path(path).exists():
             raise InputError(f"input not found: {path}")
         if fmt == "csv":
-            if "://" not in path:
+            if "://" in path:
+                check_utf8_spark(spark, path)
+            else:
                 check_utf8(Path(path))
             df = (
                 spark.read.option("header", True)

@@ -13,7 +13,7 @@ import yaml
 from em_spark.cli import main
 from em_spark.config import load_config
 from em_spark.errors import EmError, InputError
-from em_spark.ingest import check_utf8, run_ingest
+from em_spark.ingest import check_utf8, check_utf8_spark, run_ingest
 from em_spark.runs import Run
 from em_spark.tables import Lakehouse, new_run_id
 from tests.conftest import TEST_SPARK_CONF
@@ -169,6 +169,19 @@ def test_utf8_check_accepts_encoded_replacement_char_and_names_folder_file(tmp_p
     # A multi-byte sequence split across read chunks is valid, not an error.
     (tmp_path / "split.csv").write_bytes(("x" * 5 + "\u00e9\U0001f600" * 3).encode())
     check_utf8(tmp_path / "split.csv", chunk_bytes=3)
+
+
+def test_utf8_check_through_spark_for_remote_paths(spark, tmp_path):
+    """Paths with a scheme (s3://, abfss://, dbfs:/) are checked by Spark; file:// runs the
+    same code here."""
+    folder = tmp_path / "remote"
+    folder.mkdir()
+    (folder / "ok.csv").write_bytes("id,name\n1,caf\u00e9 \ufffd\n".encode())
+    check_utf8_spark(spark, f"file://{folder / 'ok.csv'}")
+    (folder / "bad.csv").write_bytes(b"id,name\n1,a\n2,b \xc3\x28 c\n")
+    with pytest.raises(InputError, match=r"remote/bad\.csv: invalid UTF-8 in the line b'2,b \\xc3\(") as caught:
+        check_utf8_spark(spark, f"file://{folder}")
+    assert "\n" not in str(caught.value)
 
 
 def test_hostile_but_valid_values_survive_ingest(spark, tmp_path):
