@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from em_spark.errors import ConfigError
 
@@ -309,7 +309,17 @@ class TrainConf(Section):
     # Fit the similarity-feature prefilter and ship it with the model (<model>/prefilter/).
     prefilter: bool = True
     prefilter_recall: float = Field(default=0.99, gt=0, le=1)
+    # Which model gives the verdicts past the prefilter: auto = whichever of the student and
+    # the similarity-feature model has the higher validation F1 (the student still writes
+    # every rationale). Recorded in the model's metadata and in MLflow.
+    verdict_by: Literal["auto", "student", "features"] = "auto"
     register_model: bool = True
+
+    @model_validator(mode="after")
+    def _features_need_prefilter(self) -> "TrainConf":
+        if self.verdict_by == "features" and not self.prefilter:
+            raise ValueError("train.verdict_by: 'features' needs train.prefilter: true (the feature model)")
+        return self
 
 
 class ScoreConf(Section):

@@ -11,11 +11,14 @@ Per pair, in order:
    with P(match) below its ``prefilter_threshold`` get verdict ``no_match``,
    ``decided_by = prefilter`` and that probability as ``p_match``; the student never sees
    them;
-2. the student's verdict: ``p_match`` from the first decoder step (one forward pass),
-   verdict ``match`` where ``p_match >= threshold``;
-3. a rationale, generated only for the pairs the policy names (``none``, ``matches``,
-   ``uncertain`` = ``|p_match - threshold| <= band``, ``all`` = every student-scored
-   pair); elsewhere null.
+2. the verdict: from the student — ``p_match`` from the first decoder step (one forward
+   pass), verdict ``match`` where ``p_match >= threshold`` — or, when the train job found
+   the feature model better on validation (``verdict_by = features`` in the model's
+   metadata), from the feature model at its F1 threshold (``decided_by = features``);
+3. a rationale from the student, generated only for the pairs the policy names (``none``,
+   ``matches``, ``uncertain`` = ``|p_match - threshold| <= band``, ``all`` = every pair
+   past the prefilter) and forced to start with the pair's verdict, so it explains the
+   verdict in the table; elsewhere null.
 
 A stage that fails for a batch is retried pair by pair, so one bad pair fails alone:
 it gets status ``failed``, verdict ``error``, its error text and ``decided_by`` naming the
@@ -70,6 +73,11 @@ class ScoringModel:
         path = student.prefilter_path
         prefilter = FeatureMatcher.load(path) if path is not None and FeatureMatcher.is_saved(path) else None
         return cls(uri=uri, student=student, prefilter=prefilter)
+
+    @property
+    def verdict_by(self) -> str:
+        """``features`` when the train job chose the feature model and it is loaded."""
+        return "features" if self.prefilter is not None and self.student.verdict_by == "features" else "student"
 
 
 def _error_text(exc: BaseException) -> str:
@@ -129,46 +137,57 @@ def score_pairs(
         else:
             pending.append(i)
 
-    if policy.use_prefilter and model.prefilter is not None:
+    by_features = model.verdict_by == "features"
+    feature_scores: dict[int, float] = {}
+    if model.prefilter is not None and (policy.use_prefilter or by_features):
         prefilter = model.prefilter
-        scores, failed = _guarded(
+        feature_scores, failed = _guarded(
             lambda rows: prefilter.predict_proba([lefts[r] for r in rows], [rights[r] for r in rows]),
             pending,
         )
         for i, message in failed.items():
             decided_by[i], error[i] = "prefilter", message
         pending = []
-        for i, score in scores.items():
-            if score < prefilter.prefilter_threshold:
+        for i, score in feature_scores.items():
+            if policy.use_prefilter and score < prefilter.prefilter_threshold:
                 p_match[i], verdict[i], decided_by[i] = score, "no_match", "prefilter"
             else:
                 pending.append(i)
 
     student = model.student
     texts, failed = _guarded(lambda rows: [student.serialize(lefts[r], rights[r]) for r in rows], pending)
-    probs, failed_p = _guarded(
-        lambda rows: student.p_match([texts[r] for r in rows], batch_size=policy.batch_size),
-        [i for i in pending if i in texts],
-    )
+    if by_features:
+        assert model.prefilter is not None
+        threshold = model.prefilter.f1_threshold if policy.threshold is None else policy.threshold
+        probs, failed_p = {i: feature_scores[i] for i in pending if i in texts}, {}
+    else:
+        probs, failed_p = _guarded(
+            lambda rows: student.p_match([texts[r] for r in rows], batch_size=policy.batch_size),
+            [i for i in pending if i in texts],
+        )
     for i, message in {**failed, **failed_p}.items():
         decided_by[i], error[i] = "student", message
     scored = sorted(probs)
     for i in scored:
         p_match[i] = probs[i]
         verdict[i] = "match" if probs[i] >= threshold else "no_match"
-        decided_by[i] = "student"
+        decided_by[i] = model.verdict_by
 
     chosen = [i for i, want in zip(scored, wants_rationale(policy, p_match[scored], threshold)) if want]
-    generated, failed_g = _guarded(
-        lambda rows: student.generate(
-            [texts[r] for r in rows], max_new_tokens=policy.max_new_tokens, batch_size=policy.batch_size
-        ),
-        chosen,
-    )
-    for i, text in generated.items():
-        rationale[i] = parse_verdict(text)[1]
-    for i, message in failed_g.items():
-        verdict[i], error[i] = "error", message
+    for said in ("match", "no_match"):
+        generated, failed_g = _guarded(
+            lambda rows, said=said: student.generate(
+                [texts[r] for r in rows],
+                max_new_tokens=policy.max_new_tokens,
+                batch_size=policy.batch_size,
+                verdict=said,
+            ),
+            [i for i in chosen if verdict[i] == said],
+        )
+        for i, text in generated.items():
+            rationale[i] = parse_verdict(text)[1]
+        for i, message in failed_g.items():
+            verdict[i], error[i] = "error", message
 
     status = ["failed" if e is not None else "ok" for e in error]
     return pd.DataFrame(

@@ -90,7 +90,7 @@ PREDICTIONS = T.StructType(
         T.StructField("p_match", T.DoubleType(), True),
         T.StructField("verdict", T.StringType(), False),  # match | no_match | error
         T.StructField("rationale", T.StringType(), True),
-        T.StructField("decided_by", T.StringType(), False),  # student | prefilter | ...
+        T.StructField("decided_by", T.StringType(), False),  # prefilter | student | features (failed: the stage)
         T.StructField("status", T.StringType(), False),  # ok | failed
         T.StructField("error", T.StringType(), True),
         T.StructField("model_uri", T.StringType(), True),

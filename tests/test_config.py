@@ -32,6 +32,11 @@ def test_bad_value_is_named():
         load_config(None, ["mode=both"])
 
 
+def test_conflicting_settings_are_named():
+    with pytest.raises(ConfigError, match=r"train\.verdict_by: 'features' needs train\.prefilter: true"):
+        load_config(base={"train": {"verdict_by": "features", "prefilter": False}})
+
+
 def test_missing_file_and_bad_override():
     with pytest.raises(ConfigError, match="config file not found"):
         load_config("/nonexistent/em.yaml")

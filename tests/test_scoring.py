@@ -6,6 +6,7 @@ about plumbing, so verdicts are made at a threshold chosen from its own p_match 
 
 from __future__ import annotations
 
+import copy
 from datetime import datetime
 from pathlib import Path
 
@@ -18,7 +19,8 @@ from em_spark.features import fit_prefilter
 from em_spark.pipeline import run_job
 from em_spark.scorer import ScoringModel, ScoringPolicy, score_pairs
 from em_spark.serialize import SerializerSettings, serialize_record
-from em_spark.student.inference import save_student
+from em_spark.student.inference import parse_verdict, save_student
+from em_spark.student.job import choose_verdict_model
 from em_spark.student.presets import build_preset
 from em_spark.tables import CANDIDATES, RECORDS, Lakehouse, pair_id
 from tests.conftest import make_config
@@ -104,6 +106,42 @@ def test_a_failing_pair_fails_alone(scoring_model, monkeypatch):
     assert out.loc[2, "decided_by"] == "student"
     assert out.loc[4, "error"] == "right record not found in records" and out.loc[4, "decided_by"] == "input"
     assert out.loc[[0, 1, 3, 5], "p_match"].notna().all()
+
+
+def test_rationales_start_with_the_verdict_they_explain(scoring_model):
+    lefts, rights, _ = _pairs(6)
+    student = scoring_model.student
+    texts = [student.serialize(l, r) for l, r in zip(lefts, rights)]
+    for said in ("match", "no_match"):
+        outputs = student.generate(texts, max_new_tokens=MAX_NEW_TOKENS, verdict=said)
+        assert [parse_verdict(o)[0] for o in outputs] == [said] * len(texts), outputs
+
+
+def test_feature_model_gives_verdicts_when_the_train_job_chose_it(scoring_model):
+    lefts, rights, labels = _pairs(60)
+    student = copy.copy(scoring_model.student)
+    student.extra = {**student.extra, "verdict_by": "features"}
+    model = ScoringModel(scoring_model.uri, student, scoring_model.prefilter)
+    assert model.verdict_by == "features"
+    features = scoring_model.prefilter.predict_proba(lefts, rights)
+    out = score_pairs(model, lefts, rights, ScoringPolicy("matches", max_new_tokens=MAX_NEW_TOKENS))
+    settled = features < scoring_model.prefilter.prefilter_threshold
+    assert (out["decided_by"] == np.where(settled, "prefilter", "features")).all()
+    np.testing.assert_allclose(out["p_match"], features)
+    expected = np.where(features >= scoring_model.prefilter.f1_threshold, "match", "no_match")
+    assert (out["verdict"] == expected).all() and 0 < (expected == "match").sum()
+    assert (out["rationale"].notna() == (expected == "match")).all()  # the student explains matches
+    # without its feature model a student keeps the verdicts
+    assert ScoringModel(model.uri, student, None).verdict_by == "student"
+
+
+def test_verdict_model_choice():
+    features = type("Features", (), {"valid_metrics": {"f1": 0.8}})()
+    assert choose_verdict_model("auto", 0.3, features) == "features"
+    assert choose_verdict_model("auto", 0.8, features) == "student"  # a tie keeps the student
+    assert choose_verdict_model("auto", 0.3, None) == "student"
+    assert choose_verdict_model("student", 0.3, features) == "student"
+    assert choose_verdict_model("features", 0.9, features) == "features"
 
 
 def test_empty_and_huge_records_score(scoring_model):

@@ -83,6 +83,10 @@ def test_train_job_logs_registers_and_loads_by_uri(spark, lake_root, tmp_path):
     assert abs(predictor.threshold - float(run.checks["threshold"])) < 1e-5
     assert predictor.attributes and predictor.prefilter_path is not None
     assert (predictor.prefilter_path / "feature_matcher.json").is_file()
+    # the verdict model chosen on validation is recorded in the model, the run and MLflow
+    metrics = logged.data.metrics
+    chosen = "features" if metrics["prefilter_f1"] > metrics["best_valid_f1"] else "student"
+    assert predictor.verdict_by == run.checks["verdict_by"] == logged.data.tags["verdict_by"] == chosen
     left = {"name": "arnie morton's of chicago", "addr": "435 s. la cienega blv.", "city": "los angeles"}
     text = predictor.serialize(left, dict(left))
     assert text.startswith("Entity A: COL name VAL arnie")

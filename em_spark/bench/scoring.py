@@ -118,7 +118,7 @@ def measure(model: ScoringModel, pairs: Sequence[LabeledPair], test: Sequence[La
         "unreadable_generations": sum(v is None for v in verdict_a),
         "rationales_generated_b": int(out_b["rationale"].notna().sum()),
         "rationales_generated_c": int(out_c["rationale"].notna().sum()),
-        "prefilter_pass_rate": float((out_c["decided_by"] == "student").mean()),
+        "prefilter_pass_rate": float((out_c["decided_by"] != "prefilter").mean()),
         "test_matches": len(pos),
         "student_test_recall": recall_student,
         "prefilter_and_student_test_recall": recall_both,

@@ -208,11 +208,33 @@ class StudentPredictor:
                 out[idx] = torch.softmax(pair, dim=-1)[:, 0].cpu().numpy()
         return out
 
-    def generate(self, texts: Sequence[str], max_new_tokens: int = 48, batch_size: int = 64) -> list[str]:
-        """Greedy decoding with the KV cache: "match ..." / "no match ..." per text."""
+    @property
+    def verdict_by(self) -> str:
+        """Which model the train job chose for verdicts on validation: student or features."""
+        return str(self.extra.get("verdict_by", "student"))
+
+    def generate(
+        self,
+        texts: Sequence[str],
+        max_new_tokens: int = 48,
+        batch_size: int = 64,
+        verdict: str | None = None,
+    ) -> list[str]:
+        """Greedy decoding with the KV cache: "match ..." / "no match ..." per text.
+
+        ``verdict`` ("match" / "no_match") makes every output start with that verdict's
+        words, so the rationale explains a verdict decided elsewhere (at the tuned
+        threshold, or by the feature model) instead of arguing with it.
+        """
+        prefix = None
+        if verdict is not None:
+            words = MATCH_TEXT if verdict == "match" else NO_MATCH_TEXT
+            prefix = [self.decoder_start_id] + self.tokenizer(words, add_special_tokens=False)["input_ids"]
         out: list[str] = [""] * len(texts)
         with torch.inference_mode():
             for idx, batch in self._batches(texts, batch_size):
+                if prefix is not None:
+                    batch["decoder_input_ids"] = torch.tensor([prefix] * len(idx), device=self.device)
                 generated = self.model.generate(
                     **batch,
                     max_new_tokens=max_new_tokens,

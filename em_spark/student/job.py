@@ -18,7 +18,7 @@ from pyspark.sql import functions as F
 
 from em_spark.config import Config
 from em_spark.errors import InputError
-from em_spark.features import fit_prefilter, infer_attributes
+from em_spark.features import FeatureMatcher, fit_prefilter, infer_attributes
 from em_spark.runs import Run
 from em_spark.serialize import serialize_pair, serialize_record
 from em_spark.student.inference import PREFILTER_DIR, save_student
@@ -63,6 +63,21 @@ def labeled_pairs(lake: Lakehouse, config: Config) -> DataFrame:
         .join(right, "right_id")
         .join(expl.select("pair_id", "explanation"), "pair_id", "left")
     )
+
+
+def choose_verdict_model(choice: str, student_valid_f1: float, features: FeatureMatcher | None) -> str:
+    """``student`` or ``features``: ``auto`` picks the feature model only when it has a
+    strictly higher validation F1 (both at their own F1-best threshold on the same pairs),
+    so a student that has not learned to discriminate yet does not decide verdicts."""
+    if choice != "auto":
+        return choice
+    if features is not None and features.valid_metrics["f1"] > student_valid_f1:
+        log.info(
+            "train: verdicts by the feature model (valid F1 %.4f > student %.4f); the student writes rationales",
+            features.valid_metrics["f1"], student_valid_f1,
+        )
+        return "features"
+    return "student"
 
 
 def run_train(lake: Lakehouse, config: Config, run: Run) -> None:
@@ -117,34 +132,39 @@ def run_train(lake: Lakehouse, config: Config, run: Run) -> None:
             train_ex, valid_ex, conf, corpus, Path(work) / "base", attributes,
             on_validation=lambda metrics, step: mlflow.log_metrics(metrics, step=step),
         )
-        model_dir = Path(work) / "model"
-        save_student(
-            result.model, result.tokenizer, model_dir, result.threshold, settings, attributes,
-            extra={
-                "mode": conf.mode, "teacher": conf.teacher, "base_model": conf.model,
-                "valid_f1": result.valid_f1, "em_run_id": run.run_id, "mlflow_run_id": mlrun.info.run_id,
-            },
-            max_input_tokens=conf.max_input_tokens,
-        )
         summary = {
             "best_valid_f1": result.valid_f1, "threshold": result.threshold,
             "train_seconds": result.seconds, "steps": float(result.steps),
             "label_only_fallbacks": float(result.label_only_fallbacks),
             "positive_weight": result.positive_weight, "parameters": float(result.parameters),
         }
+        features = None
         if conf.prefilter:
             def triples(part: list[dict[str, Any]]) -> list[tuple]:
                 return [(r["left_attributes"], r["right_attributes"], int(r["label"])) for r in part]
 
-            prefilter = fit_prefilter(
+            features = fit_prefilter(
                 triples(train_rows), triples(valid_rows), attributes,
                 target_recall=conf.prefilter_recall, seed=conf.seed,
             )
-            prefilter.save(model_dir / PREFILTER_DIR)
-            summary.update({f"prefilter_{k}": v for k, v in prefilter.valid_metrics.items()})
-            summary["prefilter_threshold"] = prefilter.prefilter_threshold
+            summary.update({f"prefilter_{k}": v for k, v in features.valid_metrics.items()})
+            summary["prefilter_threshold"] = features.prefilter_threshold
+        verdict_by = choose_verdict_model(conf.verdict_by, result.valid_f1, features)
+        model_dir = Path(work) / "model"
+        save_student(
+            result.model, result.tokenizer, model_dir, result.threshold, settings, attributes,
+            extra={
+                "mode": conf.mode, "teacher": conf.teacher, "base_model": conf.model,
+                "valid_f1": result.valid_f1, "em_run_id": run.run_id, "mlflow_run_id": mlrun.info.run_id,
+                "verdict_by": verdict_by,
+            },
+            max_input_tokens=conf.max_input_tokens,
+        )
+        if features is not None:
+            features.save(model_dir / PREFILTER_DIR)
         mlflow.log_metrics(summary)
         mlflow.set_tag("stopped_by", result.stopped_by)
+        mlflow.set_tag("verdict_by", verdict_by)
         uri = log_student(model_dir, config.mlflow.registered_model if conf.register_model else None)
     run.count("steps", result.steps)
     run.count("label_only_fallbacks", result.label_only_fallbacks)
@@ -153,4 +173,5 @@ def run_train(lake: Lakehouse, config: Config, run: Run) -> None:
     run.check("threshold", f"{result.threshold:.6f}")
     run.check("valid_f1", f"{result.valid_f1:.4f}")
     run.check("stopped_by", result.stopped_by)
+    run.check("verdict_by", verdict_by)
     log.info("train: %s valid F1 %.4f threshold %.4f (%s)", uri, result.valid_f1, result.threshold, result.stopped_by)
