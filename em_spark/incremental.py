@@ -20,6 +20,9 @@ one commits nothing.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,6 +153,16 @@ def update_entities(lake: Lakehouse, config: Config, run: Run) -> int:
     return n
 
 
+@contextmanager
+def _step(run: Run, name: str) -> Iterator[None]:
+    """Log a step's duration and keep it in the run's counts (``ms_<step>``)."""
+    start = time.monotonic()
+    yield
+    ms = int((time.monotonic() - start) * 1000)
+    run.count(f"ms_{name}", ms)
+    log.info("match-new: %s took %.1f s", name, ms / 1000)
+
+
 def run_match_new(lake: Lakehouse, config: Config, run: Run, new: NewRecords) -> None:
     from em_spark.blocking import candidate_pairs
     from em_spark.scoring import score_candidates
@@ -158,39 +171,43 @@ def run_match_new(lake: Lakehouse, config: Config, run: Run, new: NewRecords) ->
     if not lake.exists("records"):
         raise InputError(f"no records table at {lake.ref('records')}: run the full pipeline first")
     conf = source_conf(config, new)
-    with malformed_input_errors(conf.path):
+    with _step(run, "read"), malformed_input_errors(conf.path):
         incoming = load_records(spark, conf, new.source, run.run_id).localCheckpoint(eager=True)
-    _check_attributes(lake, incoming, conf.path)
-    to_store, changed, involved = (df.localCheckpoint(eager=True) for df in involved_records(lake, incoming))
-    n_involved, n_changed = involved.count(), changed.count()
-    run.count("incoming_records", incoming.count())
-    run.count("new_or_changed_records", to_store.count())
-    run.count("changed_records", n_changed)
-    run.count("involved_records", n_involved)
+        _check_attributes(lake, incoming, conf.path)
+        to_store, changed, involved = (df.localCheckpoint(eager=True) for df in involved_records(lake, incoming))
+        n_involved, n_changed = involved.count(), changed.count()
+        run.count("incoming_records", incoming.count())
+        run.count("new_or_changed_records", to_store.count())
+        run.count("changed_records", n_changed)
+        run.count("involved_records", n_involved)
     if n_involved == 0:
         log.info("match-new: every incoming record is already matched; nothing to do")
         return
-    if not to_store.isEmpty():
-        lake.merge("records", to_store)
+    with _step(run, "store"):
+        if not to_store.isEmpty():
+            lake.merge("records", to_store)
 
-    candidates = (
-        candidate_pairs(lake.read("records"), config.block, config.mode, only_involving=involved)
-        .withColumn("run_id", F.lit(run.run_id))
-        .localCheckpoint(eager=True)
-    )
-    run.count("candidates", candidates.count())
-    lake.merge("candidates", candidates)
-    todo = pairs_to_score(lake, candidates, changed, config.mode).localCheckpoint(eager=True)
-    n_todo = todo.count()
-    run.count("scored", n_todo)
-    if n_todo:
-        lake.merge("predictions", score_candidates(lake, config, todo, run))
+    with _step(run, "block"):
+        candidates = (
+            candidate_pairs(lake.read("records"), config.block, config.mode, only_involving=involved)
+            .withColumn("run_id", F.lit(run.run_id))
+            .localCheckpoint(eager=True)
+        )
+        run.count("candidates", candidates.count())
+        lake.merge("candidates", candidates)
+    with _step(run, "score"):
+        todo = pairs_to_score(lake, candidates, changed, config.mode).localCheckpoint(eager=True)
+        n_todo = todo.count()
+        run.count("scored", n_todo)
+        if n_todo:
+            lake.merge("predictions", score_candidates(lake, config, todo, run))
 
-    if n_changed:
-        log.info("match-new: %d changed record(s) may split entities: full resolve", n_changed)
-        run_resolve(lake, config, run)
-    else:
-        run.count("entity_rows_written", update_entities(lake, config, run))
+    with _step(run, "entities"):
+        if n_changed:
+            log.info("match-new: %d changed record(s) may split entities: full resolve", n_changed)
+            run_resolve(lake, config, run)
+        else:
+            run.count("entity_rows_written", update_entities(lake, config, run))
 
 
 def _check_attributes(lake: Lakehouse, incoming: DataFrame, path: str) -> None:

@@ -337,11 +337,13 @@ def _tfidf_topk(prep: Prepared, weights: DataFrame, conf: TopKConf) -> tuple[Dat
     stats = _key_stats(weights.select("source", "rid", F.col("term").alias("key")), prep, limit).localCheckpoint()
     postings = weights.where((F.col("df") >= 2) & (F.col("df") <= limit)).select("source", "rid", "is_new", "term", "w")
     left, right = _sides(postings, prep)
+    scored = _partial_scores(left, right, prep)
+    if prep.involving:
+        return _involving_topk(scored, prep, conf.k), stats
     if prep.mode == "dedupe":
-        scored = _partial_scores(left, right, prep).where(F.col("rid_l") != F.col("rid_r"))
+        scored = scored.where(F.col("rid_l") != F.col("rid_r"))
         return _oriented(_top(scored, "rid_l", "rid_r", conf.k), prep).distinct(), stats
 
-    scored = _partial_scores(left, right, prep)
     forward = _top(scored, "rid_l", "rid_r", conf.k)
     pairs = forward.select(F.col("rid_l").alias("left_id"), F.col("rid_r").alias("right_id"))
     k_back = min(conf.k, conf.k * prep.n_left // max(prep.n_right, 1)) if conf.both_sides else 0
@@ -352,12 +354,33 @@ def _tfidf_topk(prep: Prepared, weights: DataFrame, conf: TopKConf) -> tuple[Dat
     return pairs.distinct(), stats
 
 
+def _involving_topk(scored: DataFrame, prep: Prepared, k: int) -> DataFrame:
+    """match-new: each involved record's k best partners, ranked over every record.
+
+    An old record's own list is not re-ranked (that would re-score it against the whole
+    table): ranked only among the new records, it would keep every new record sharing a
+    term with it (measured: 4,034 candidates for 23 new DBLP-ACM records, 175 each).
+    """
+    own = scored.where(F.col("is_new_l"))
+    if prep.mode == "dedupe":
+        return _oriented(_top(own.where(F.col("rid_l") != F.col("rid_r")), "rid_l", "rid_r", k), prep).distinct()
+    forward = _top(own, "rid_l", "rid_r", k)
+    back = _top(scored.where(F.col("is_new_r")), "rid_r", "rid_l", k)
+    return (
+        forward.unionByName(back)
+        .select(F.col("rid_l").alias("left_id"), F.col("rid_r").alias("right_id"))
+        .distinct()
+    )
+
+
 def _partial_scores(left: DataFrame, right: DataFrame, prep: Prepared) -> DataFrame:
     """Dot products over the shared uncapped terms (a lower bound of the cosine)."""
     joined = _involving_join(left.withColumnRenamed("w", "w_l"), right.withColumnRenamed("w", "w_r"), "term", prep)
     # Rounded so that summation order cannot reorder near-ties between runs.
     total = F.round(F.sum(F.col("w_l") * F.col("w_r")), 9)
-    return joined.groupBy("rid_l", "rid_r").agg(total.alias("score"))
+    # is_new follows from the id; grouped by so match-new can rank from the new side.
+    keys = ["rid_l", "rid_r", "is_new_l", "is_new_r"] if prep.involving else ["rid_l", "rid_r"]
+    return joined.groupBy(*keys).agg(total.alias("score"))
 
 
 def _top(scored: DataFrame, query: str, other: str, k: int) -> DataFrame:
