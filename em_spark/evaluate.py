@@ -59,15 +59,21 @@ def chosen_threshold(config: Config, model_uris: list[str]) -> tuple[float, str]
         try:
             import mlflow
 
-            from em_spark.student.inference import META_FILE, find_student_dir, resolve_model_dir
+            from em_spark.student.inference import META_FILE, PREFILTER_DIR, find_student_dir, resolve_model_dir
 
             # models:/ URIs resolve against this config's store, not MLflow's default (a
             # mlflow.db in the working directory).
             mlflow.set_tracking_uri(config.mlflow.tracking_uri)
             mlflow.set_registry_uri(config.mlflow.registry_uri or config.mlflow.tracking_uri)
 
-            meta_path = find_student_dir(resolve_model_dir(model_uris[0])) / META_FILE
-            return float(json.loads(meta_path.read_text(encoding="utf-8"))["threshold"]), model_uris[0]
+            student_dir = find_student_dir(resolve_model_dir(model_uris[0]))
+            meta = json.loads((student_dir / META_FILE).read_text(encoding="utf-8"))
+            if (meta.get("extra") or {}).get("verdict_by") == "features":
+                from em_spark.features import FeatureMatcher
+
+                features = FeatureMatcher.load(student_dir.parent / PREFILTER_DIR)
+                return features.f1_threshold, f"{model_uris[0]} (feature model)"
+            return float(meta["threshold"]), model_uris[0]
         except Exception as exc:  # noqa: BLE001 - the report still stands; say why
             log.warning("evaluate: threshold of %s not readable (%s); reporting 0.5", model_uris[0], exc)
     return 0.5, "default"
