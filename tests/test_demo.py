@@ -21,8 +21,10 @@ def test_demo_runs_every_stage(spark, lake_root, capsys):
     assert tables["records"]["rows"] == 864
     # every candidate has exactly one prediction
     assert tables["predictions"]["rows"] == tables["candidates"]["rows"]
+    # Whichever model gives the verdicts (chosen on validation), the held-out pairs are
+    # matched usefully: the feature model alone reaches ~1.0 on this easy dataset.
     f1 = float(summary["metrics"]["f1"])
-    assert 0.0 <= f1 <= 1.0
+    assert f1 >= 0.8, summary["metrics"]
     assert summary["query_rows"], "the SQL over predictions returned no rows"
     # every job left a succeeded run
     from em_spark.config import load_config

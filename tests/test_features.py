@@ -44,8 +44,10 @@ def test_thresholds_on_hand_made_scores():
     # recall 0.75 keeps the three best positives: the weakest kept scores 0.7
     assert threshold_for_recall(labels, scores, 0.75) == pytest.approx(0.7)
     assert threshold_for_recall(labels, scores, 0.99) == pytest.approx(0.2)
-    # F1 at 0.7: tp 3, fp 0, fn 1 -> 6/7, better than any other cut
-    assert threshold_for_f1(labels, scores) == pytest.approx(0.7)
+    # F1 cutting below 0.7: tp 3, fp 0, fn 1 -> 6/7, better than any other cut; the
+    # threshold sits halfway to the next score down (0.6)
+    assert threshold_for_f1(labels, scores) == pytest.approx(0.65)
+    assert threshold_for_f1(np.array([1, 0]), np.array([0.9, 0.1])) == pytest.approx(0.5)
 
 
 def test_feature_matrix_shape_and_missing_values():
