@@ -137,9 +137,10 @@ def score_pairs(
         else:
             pending.append(i)
 
-    by_features = model.verdict_by == "features"
+    # The feature model when it gives the verdicts (the train job's choice), else None.
+    feature_verdicts = model.prefilter if model.verdict_by == "features" else None
     feature_scores: dict[int, float] = {}
-    if model.prefilter is not None and (policy.use_prefilter or by_features):
+    if model.prefilter is not None and (policy.use_prefilter or feature_verdicts is not None):
         prefilter = model.prefilter
         feature_scores, failed = _guarded(
             lambda rows: prefilter.predict_proba([lefts[r] for r in rows], [rights[r] for r in rows]),
@@ -156,9 +157,8 @@ def score_pairs(
 
     student = model.student
     texts, failed = _guarded(lambda rows: [student.serialize(lefts[r], rights[r]) for r in rows], pending)
-    if by_features:
-        assert model.prefilter is not None
-        threshold = model.prefilter.f1_threshold if policy.threshold is None else policy.threshold
+    if feature_verdicts is not None:
+        threshold = feature_verdicts.f1_threshold if policy.threshold is None else policy.threshold
         probs, failed_p = {i: feature_scores[i] for i in pending if i in texts}, {}
     else:
         probs, failed_p = _guarded(
