@@ -51,7 +51,13 @@ def _write(lake: Lakehouse, run: Run, status: str, error: str | None) -> None:
         started_at=run.started_at,
         ended_at=ended,
     )
-    lake.merge("runs", lake.spark.createDataFrame([row], RUNS))
+    rows = lake.spark.createDataFrame([row], RUNS)
+    # The first row of a run has a new run_id: an append, not a MERGE (a MERGE scans the
+    # table and costs several seconds per job on a small cluster).
+    if status == "running":
+        lake.insert("runs", rows)
+    else:
+        lake.merge("runs", rows)
 
 
 @contextmanager

@@ -297,7 +297,26 @@ class Lakehouse:
         """
         contract = CONTRACTS[name]
         cols = [f.name for f in contract.schema.fields]
-        missing = [c for c in cols if c not in df.columns]
+        view = self._contract_view(name, df)
+        try:
+            self._sql_with_retries(name, _merge_sql(self.ref(name), view, cols, contract.key, update, delete_condition))
+        finally:
+            self.spark.catalog.dropTempView(view)
+
+    def insert(self, name: str, df: DataFrame) -> None:
+        """Append rows whose keys are new to table ``name`` (e.g. a run's first row), in one
+        commit: cheaper than :meth:`merge`, which must scan the table for existing keys."""
+        view = self._contract_view(name, df)
+        cols = ", ".join(_quote_ident(f.name) for f in CONTRACTS[name].schema.fields)
+        try:
+            self._sql_with_retries(name, f"INSERT INTO {self.ref(name).sql} ({cols}) SELECT {cols} FROM {view}")
+        finally:
+            self.spark.catalog.dropTempView(view)
+
+    def _contract_view(self, name: str, df: DataFrame) -> str:
+        """A temp view of ``df`` cast to the contract schema of ``name``; returns its name."""
+        contract = CONTRACTS[name]
+        missing = [f.name for f in contract.schema.fields if f.name not in df.columns]
         if missing:
             raise ValueError(f"{name}: rows lack columns {missing}")
         source = df.select(
@@ -305,10 +324,7 @@ class Lakehouse:
         )
         view = f"em_src_{name}_{uuid.uuid4().hex[:8]}"
         source.createOrReplaceTempView(view)
-        try:
-            self._sql_with_retries(name, _merge_sql(self.ref(name), view, cols, contract.key, update, delete_condition))
-        finally:
-            self.spark.catalog.dropTempView(view)
+        return view
 
     def delete_missing(self, name: str, keys: DataFrame) -> None:
         """Delete the rows of ``name`` whose key is not in ``keys``, in one commit."""

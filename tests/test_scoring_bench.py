@@ -1,4 +1,5 @@
-"""The GPU scoring benchmark runs without pyspark (smoke sizes, on the CPU here)."""
+"""The scoring benchmarks: the GPU one runs without pyspark (smoke sizes, on the CPU here);
+`em-spark bench scoring` writes its JSON."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import json
 import subprocess
 import sys
 
-from tests.conftest import REPO
+from tests.conftest import REPO, SHARED_DATASETS
 
 RUN_WITHOUT_PYSPARK = """
 import runpy, sys
@@ -30,3 +31,19 @@ def test_gpu_score_smoke_runs_without_pyspark(tmp_path):
     for entry in [*report["verdict"].values(), *report["generate"].values()]:
         assert entry["pairs"] > 0 and entry["pairs_per_s"] > 0
     assert report["verdict_over_generate"] > 0
+
+
+def test_bench_scoring_writes_json(tmp_path):
+    from em_spark.cli import main
+
+    out = tmp_path / "scoring.json"
+    data = SHARED_DATASETS / "Structured-Fodors-Zagats"
+    assert main(["bench", "scoring", "--dataset", str(data), "--pairs", "24", "--presets", "tiny",
+                 "--train-minutes", "0.05", "--out", str(out)]) == 0
+    tiny = json.loads(out.read_text())["presets"]["tiny"]
+    for key in ("generate_all_pairs_per_s", "verdict_first_pairs_per_s", "prefilter_pairs_per_s",
+                "verdict_agreement", "prefilter_recall_loss", "p_match_max_abs_diff_vs_float32"):
+        assert key in tiny, key
+    assert tiny["pairs"] == 24 and tiny["matches"] == 1
+    assert 0.0 <= tiny["verdict_agreement"] <= 1.0 and tiny["prefilter_recall_loss"] >= 0.0
+    assert sum(tiny["deployed_decided_by"].values()) == 24

@@ -128,3 +128,16 @@ def test_inference_imports_without_pyspark():
 
     code = "import sys, em_spark.student.inference; assert 'pyspark' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+def test_auto_dtype_is_bf16_only_where_the_cpu_computes_it(monkeypatch):
+    import torch
+
+    from em_spark.student import inference
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(inference, "cpu_has_native_bf16", lambda: True)
+    assert inference.pick_dtype(None, cpu) == torch.bfloat16
+    monkeypatch.setattr(inference, "cpu_has_native_bf16", lambda: False)
+    assert inference.pick_dtype(None, cpu) == torch.float32
+    assert inference.pick_dtype("float32", cpu) == torch.float32

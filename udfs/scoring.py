@@ -49,7 +49,7 @@ class UdfSettings:
     policy: ScoringPolicy
     gpu_batch_size: int = 512
     device: str = "auto"
-    dtype: str | None = None  # None: bf16 on a GPU that has it, else float32
+    dtype: str | None = None  # None: bf16 where the GPU or CPU computes it natively, else float32
     tracking_uri: str | None = None
     registry_uri: str | None = None
 

@@ -22,6 +22,7 @@ UDF (the tiny preset, prefilter, rationales for matches).
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import json
 import os
@@ -38,7 +39,7 @@ import numpy as np
 from em_spark.bench.matching import LabeledPair, explain, load_dataset
 from em_spark.features import FeatureMatcher, fit_prefilter
 from em_spark.scorer import ScoringModel, ScoringPolicy, score_pairs
-from em_spark.student.inference import parse_verdict
+from em_spark.student.inference import StudentPredictor, parse_verdict
 
 MATCH_RATE = 0.05
 
@@ -62,6 +63,7 @@ def train_preset(preset: str, dataset: Any, prefilter: FeatureMatcher, minutes: 
     from em_spark.config import load_config
     from em_spark.serialize import serialize_pair, serialize_record
     from em_spark.student.inference import save_student
+    from em_spark.student.job import choose_verdict_model
     from em_spark.student.training import PairExample, serializer_settings, train_student
 
     conf = load_config(
@@ -74,8 +76,9 @@ def train_preset(preset: str, dataset: Any, prefilter: FeatureMatcher, minutes: 
     examples = [PairExample(serialize_pair(p.left, p.right, None, settings), p.label, e) for p, e in zip(train, explanations)]
     valid_ex = [PairExample(serialize_pair(p.left, p.right, None, settings), p.label) for p in valid]
     result = train_student(examples, valid_ex, conf, corpus, out_dir / "work")
+    verdict_by = choose_verdict_model(conf.verdict_by, result.valid_f1, prefilter)
     save_student(result.model, result.tokenizer, out_dir, result.threshold, settings, None,
-                 extra={"bench_train_seconds": result.seconds, "valid_f1": result.valid_f1})
+                 extra={"bench_train_seconds": result.seconds, "valid_f1": result.valid_f1, "verdict_by": verdict_by})
     prefilter.save(out_dir / "prefilter")
     return ScoringModel.load(str(out_dir), device="cpu")
 
@@ -96,11 +99,32 @@ def measure(model: ScoringModel, pairs: Sequence[LabeledPair], test: Sequence[La
     out_b = score_pairs(ScoringModel(model.uri, student, None), lefts, rights, policy)
     t_b = time.monotonic() - t0
 
+    # (c) as the issue defines it: the prefilter, then the student's verdicts (b).
+    student_verdicts = copy.copy(student)
+    student_verdicts.extra = {**student.extra, "verdict_by": "student"}
     t0 = time.monotonic()
-    out_c = score_pairs(model, lefts, rights, policy)
+    out_c = score_pairs(ScoringModel(model.uri, student_verdicts, model.prefilter), lefts, rights, policy)
     t_c = time.monotonic() - t0
+    # (c) as deployed: verdicts by whichever model the train job chose on validation.
+    t0 = time.monotonic()
+    out_deployed = score_pairs(model, lefts, rights, policy)
+    t_deployed = time.monotonic() - t0
+
+    # The scoring dtype (auto: bf16 on a CPU with bf16 hardware) against float32.
+    texts_b = [student.serialize(l, r) for l, r in zip(lefts, rights)]
+    fp32 = StudentPredictor.load(model.uri, device="cpu", dtype="float32")
+    t0 = time.monotonic()
+    p_fp32 = fp32.p_match(texts_b, batch_size=args.batch_size)
+    t_fp32 = time.monotonic() - t0
+    t0 = time.monotonic()
+    p_auto = student.p_match(texts_b, batch_size=args.batch_size)
+    t_auto = time.monotonic() - t0
 
     agreement = float(np.mean([a == b for a, b in zip(verdict_a, out_b["verdict"])]))
+    # Greedy decoding picks "match" when it outscores "no match" at the first step, i.e.
+    # p_match >= 0.5; (b) decides at the tuned threshold. Agreement at 0.5 isolates the
+    # verdict-first mechanism from the threshold choice.
+    agreement_at_half = float(np.mean([a == ("match" if p >= 0.5 else "no_match") for a, p in zip(verdict_a, out_b["p_match"])]))
     pos = [p for p in test if p.label == 1]
     p_student = student.p_match([student.serialize(p.left, p.right) for p in pos], batch_size=args.batch_size)
     passes = model.prefilter.predict_proba([p.left for p in pos], [p.right for p in pos]) >= model.prefilter.prefilter_threshold
@@ -115,6 +139,17 @@ def measure(model: ScoringModel, pairs: Sequence[LabeledPair], test: Sequence[La
         "verdict_first_over_generate_all": t_a / t_b,
         "prefilter_over_generate_all": t_a / t_c,
         "verdict_agreement": agreement,
+        "verdict_agreement_at_0_5": agreement_at_half,
+        "prefilter_then_deployed_verdicts_pairs_per_s": n / t_deployed,
+        "deployed_over_generate_all": t_a / t_deployed,
+        "deployed_verdict_by": model.verdict_by,
+        "deployed_decided_by": out_deployed["decided_by"].value_counts().to_dict(),
+        "rationales_generated_deployed": int(out_deployed["rationale"].notna().sum()),
+        "dtype": str(next(student.model.parameters()).dtype).replace("torch.", ""),
+        "verdicts_pairs_per_s_dtype": n / t_auto,
+        "verdicts_pairs_per_s_float32": n / t_fp32,
+        "p_match_max_abs_diff_vs_float32": float(np.max(np.abs(p_auto - p_fp32))),
+        "verdict_agreement_vs_float32": float(np.mean((p_auto >= student.threshold) == (p_fp32 >= student.threshold))),
         "unreadable_generations": sum(v is None for v in verdict_a),
         "rationales_generated_b": int(out_b["rationale"].notna().sum()),
         "rationales_generated_c": int(out_c["rationale"].notna().sum()),
