@@ -79,18 +79,55 @@ def source_conf(config: Config, new: NewRecords) -> SourceConf:
     return SourceConf(**fields)
 
 
-def involved_records(lake: Lakehouse, incoming: DataFrame) -> tuple[DataFrame, DataFrame, DataFrame]:
-    """(to_store, changed, involved): new or changed rows to merge into ``records``; the
-    changed ones' keys; the keys of every record whose pairs must be looked at."""
-    stored = lake.read("records").select(*KEY, "record_hash")
-    to_store = incoming.join(stored, [*KEY, "record_hash"], "left_anti")
-    changed = to_store.select(*KEY).join(stored.select(*KEY), KEY, "left_semi")
-    unchanged = incoming.select(*KEY, "record_hash").join(stored, [*KEY, "record_hash"], "left_semi")
-    unfinished = unchanged.select(*KEY)
+@dataclass(frozen=True)
+class IncomingRecords:
+    """The incoming records classified against the stored ones (one checkpointed frame)."""
+
+    classified: DataFrame  # incoming rows + state (new / changed / unchanged) + involved
+
+    @property
+    def to_store(self) -> DataFrame:
+        """New or changed rows, to merge into ``records``."""
+        return self.classified.where(F.col("state") != "unchanged").drop("state", "involved")
+
+    @property
+    def changed(self) -> DataFrame:
+        return self.classified.where(F.col("state") == "changed").select(*KEY)
+
+    @property
+    def involved(self) -> DataFrame:
+        """Keys of every record whose pairs must be looked at."""
+        return self.classified.where("involved").select(*KEY)
+
+    def counts(self) -> dict[str, int]:
+        """incoming / new_or_changed / changed / involved, in one Spark job."""
+        row = self.classified.agg(
+            F.count(F.lit(1)).alias("incoming"),
+            F.sum(F.when(F.col("state") != "unchanged", 1).otherwise(0)).alias("new_or_changed"),
+            F.sum(F.when(F.col("state") == "changed", 1).otherwise(0)).alias("changed"),
+            F.sum(F.when(F.col("involved"), 1).otherwise(0)).alias("involved"),
+        ).collect()[0]
+        return {k: int(row[k] or 0) for k in ("incoming", "new_or_changed", "changed", "involved")}
+
+
+def classify_incoming(lake: Lakehouse, incoming: DataFrame) -> IncomingRecords:
+    """Each incoming record is new, changed (another record hash) or unchanged; it is
+    involved unless it is unchanged and already has an entity (an earlier match-new that
+    did not finish leaves stored records without one)."""
+    stored = lake.read("records").select(*KEY, F.col("record_hash").alias("stored_hash"))
+    classified = incoming.join(stored, KEY, "left").withColumn(
+        "state",
+        F.when(F.col("stored_hash").isNull(), "new")
+        .when(F.col("stored_hash") != F.col("record_hash"), "changed")
+        .otherwise("unchanged"),
+    ).drop("stored_hash")
     if lake.exists("entities"):
-        unfinished = unfinished.join(lake.read("entities").select(*KEY), KEY, "left_anti")
-    involved = to_store.select(*KEY).unionByName(unfinished).distinct()
-    return to_store, changed, involved
+        has_entity = lake.read("entities").select(*KEY).withColumn("has_entity", F.lit(True))
+        classified = classified.join(has_entity, KEY, "left")
+    else:
+        classified = classified.withColumn("has_entity", F.lit(None).cast("boolean"))
+    involved = (F.col("state") != "unchanged") | F.col("has_entity").isNull()
+    return IncomingRecords(classified.withColumn("involved", involved).drop("has_entity").localCheckpoint(eager=True))
 
 
 def pairs_to_score(lake: Lakehouse, candidates: DataFrame, changed: DataFrame, mode: str) -> DataFrame:
@@ -172,19 +209,19 @@ def run_match_new(lake: Lakehouse, config: Config, run: Run, new: NewRecords) ->
         raise InputError(f"no records table at {lake.ref('records')}: run the full pipeline first")
     conf = source_conf(config, new)
     with _step(run, "read"), malformed_input_errors(conf.path):
-        incoming = load_records(spark, conf, new.source, run.run_id).localCheckpoint(eager=True)
+        incoming = load_records(spark, conf, new.source, run.run_id)
         _check_attributes(lake, incoming, conf.path)
-        to_store, changed, involved = (df.localCheckpoint(eager=True) for df in involved_records(lake, incoming))
-        n_involved, n_changed = involved.count(), changed.count()
-        run.count("incoming_records", incoming.count())
-        run.count("new_or_changed_records", to_store.count())
-        run.count("changed_records", n_changed)
-        run.count("involved_records", n_involved)
-    if n_involved == 0:
+        records = classify_incoming(lake, incoming)
+        counts = records.counts()
+        for key, value in counts.items():
+            run.count(f"{key}_records", value)
+        to_store, changed, involved = records.to_store, records.changed, records.involved
+        n_changed = counts["changed"]
+    if counts["involved"] == 0:
         log.info("match-new: every incoming record is already matched; nothing to do")
         return
     with _step(run, "store"):
-        if not to_store.isEmpty():
+        if counts["new_or_changed"]:
             lake.merge("records", to_store)
 
     with _step(run, "block"):
