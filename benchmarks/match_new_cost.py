@@ -4,7 +4,8 @@ On a DeepMatcher-layout dataset (tableA / tableB): ingest 99% of tableB with all
 tableA, then time a full run (ingest -> block -> score -> resolve) on it; then time
 ``match-new`` with the held-out 1% of tableB. The student is an untrained tiny preset with
 the prefilter off (every candidate goes through the student, the expensive case); both
-sides use the same model, blockers and Spark settings.
+sides use the same model, blockers and Spark settings. Any folder with tableA.csv and
+tableB.csv works, e.g. the synthetic tables of ``benchmarks/synthetic.py``.
 
     .venv/bin/python benchmarks/match_new_cost.py \
         --dataset ../shared/datasets/Structured-DBLP-ACM --out bench_match_new.json
@@ -85,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "match_new_cost",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{os.cpu_count()} cores, local[2]; shared with other engineers' jobs",
+        "machine": f"{os.cpu_count()} cores, local[2]",
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "dataset": data.name,
         "new_records": n_new,
         "full_run_seconds": round(full_s, 1),

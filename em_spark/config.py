@@ -298,6 +298,9 @@ class TrainConf(Section):
     max_target_tokens: int = Field(default=64, ge=2)
     max_words_per_attribute: int = Field(default=48, ge=1)
     max_words_per_record: int = Field(default=96, ge=1)
+    # How a pair is laid out for the student (em_spark.serialize): sequential
+    # ("Entity A: ... Entity B: ...") or interleaved (each attribute's two values side by side).
+    pair_layout: Literal["sequential", "interleaved"] = "sequential"
     # Loss weight of matching pairs; None: balanced (negatives / positives).
     positive_weight: float | None = Field(default=None, gt=0)
     eval_batch_size: int = Field(default=64, ge=1)

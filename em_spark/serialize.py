@@ -21,11 +21,16 @@ class SerializerSettings:
 
     max_words_per_attribute: int = 48
     max_words_per_record: int = 96
+    # sequential: "Entity A: <record> Entity B: <record>" (the paper's, and the teacher's);
+    # interleaved: "COL title A: <left value> B: <right value> COL ...", so the values a
+    # model must compare sit next to each other (see docs/STUDENT.md).
+    pair_layout: str = "sequential"
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, int | str]:
         return {
             "max_words_per_attribute": self.max_words_per_attribute,
             "max_words_per_record": self.max_words_per_record,
+            "pair_layout": self.pair_layout,
         }
 
 
@@ -64,15 +69,22 @@ def ordered_attributes(record: Mapping[str, object], order: Sequence[str] | None
     return [k for k in order if k in record] + rest
 
 
+def _record_words(
+    record: Mapping[str, object], names: Sequence[str], settings: SerializerSettings
+) -> list[list[str]]:
+    """Each attribute's words (``[]`` where absent or empty), cut to the word budgets."""
+    words = [clean_value(record.get(n)).split(" ")[: settings.max_words_per_attribute] for n in names]
+    words = [[] if w == [""] else w for w in words]
+    return _fit_budget(words, settings.max_words_per_record)
+
+
 def serialize_record(
     record: Mapping[str, object],
     order: Sequence[str] | None = None,
     settings: SerializerSettings = SerializerSettings(),
 ) -> str:
     names = ordered_attributes(record, order)
-    words = [clean_value(record[n]).split(" ")[: settings.max_words_per_attribute] for n in names]
-    words = [[] if w == [""] else w for w in words]
-    words = _fit_budget(words, settings.max_words_per_record)
+    words = _record_words(record, names, settings)
     return " ".join(f"COL {n} VAL {' '.join(w)}".rstrip() for n, w in zip(names, words))
 
 
@@ -82,6 +94,14 @@ def serialize_pair(
     order: Sequence[str] | None = None,
     settings: SerializerSettings = SerializerSettings(),
 ) -> str:
+    if settings.pair_layout == "interleaved":
+        names = ordered_attributes(left, order)
+        names += [n for n in ordered_attributes(right, order) if n not in set(names)]
+        lw, rw = _record_words(left, names, settings), _record_words(right, names, settings)
+        return " ".join(
+            f"COL {n} A: {' '.join(a)} B: {' '.join(b)}".replace("  ", " ").rstrip()
+            for n, a, b in zip(names, lw, rw)
+        )
     return (
         f"Entity A: {serialize_record(left, order, settings)} "
         f"Entity B: {serialize_record(right, order, settings)}"

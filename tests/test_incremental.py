@@ -85,3 +85,17 @@ def test_match_new_touches_only_new_records_and_is_idempotent(spark, tmp_path, l
     assert {t: lake.version(t) for t in TABLES} == versions
     last = lake.read("runs").where(F.col("job") == "match-new").orderBy(F.desc("started_at")).first()
     assert last.status == "succeeded" and last.counts["involved_records"] == 0
+
+    # A changed arrival is re-stored and its pairs re-scored; a stored record whose entity
+    # row is missing (a match-new that stopped before its last step) is picked up again.
+    lake.spark.sql(f"DELETE FROM {lake.ref('entities').sql} WHERE record_id = 'new-0'")
+    changed = [arrivals[0], {**arrivals[1], "name": arrivals[1]["name"] + " revised"}]
+    changed_csv = _write(tmp_path / "changed.csv", changed)
+    run = match_new(config, NewRecords(str(changed_csv), source="right"), lake)
+    assert run.counts["changed_records"] == 1 and run.counts["new_or_changed_records"] == 1
+    assert run.counts["involved_records"] == 2
+    stored = {r.record_id: r.attributes["name"] for r in lake.read("records").where(F.col("source") == "right").collect()}
+    assert stored["new-1"].endswith(" revised")
+    rescored = [p for p in lake.read("predictions").collect() if p.right_id == "new-1"]
+    assert rescored and all(p.run_id == run.run_id for p in rescored)
+    assert lake.read("entities").count() == 26

@@ -97,3 +97,28 @@ def test_a_long_value_never_crowds_out_the_others(words, budget):
     if share >= 1:
         assert segments["price"] == ["9.99"]
     assert sum(len(w) for w in segments.values()) <= budget
+
+
+
+lower_values = st.one_of(st.none(), st.from_regex(r"[a-z0-9 ]{0,60}", fullmatch=True))
+
+
+@given(
+    st.dictionaries(plain_names, lower_values, min_size=1, max_size=6),
+    st.dictionaries(plain_names, lower_values, max_size=6),
+    budgets,
+)
+@settings(max_examples=100, deadline=None)
+def test_interleaved_layout_puts_both_values_of_an_attribute_side_by_side(left, right, budget):
+    interleaved = SerializerSettings(budget.max_words_per_attribute, budget.max_words_per_record, "interleaved")
+    text = serialize_pair(left, right, None, interleaved)
+    names = list(left) + [n for n in right if n not in left]
+    parts = re.split(r"(?:^| )COL (\S+) A:", text)[1:]
+    assert parts[0::2] == names
+    sides = [re.split(r"(?:^| )B:(?: |$)", body.strip(), maxsplit=1) for body in parts[1::2]]
+    left_words = " ".join(a.strip() for a, _ in sides).split()
+    right_words = " ".join(b.strip() for _, b in sides).split()
+    # each side carries exactly the words the sequential layout gives that record
+    assert left_words == re.sub(r"COL \S+ VAL ?", " ", serialize_record(left, names, budget)).split()
+    assert right_words == re.sub(r"COL \S+ VAL ?", " ", serialize_record(right, names, budget)).split()
+    assert SerializerSettings(**interleaved.to_dict()) == interleaved

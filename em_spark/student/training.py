@@ -69,6 +69,7 @@ def serializer_settings(conf: TrainConf) -> SerializerSettings:
     return SerializerSettings(
         max_words_per_attribute=conf.max_words_per_attribute,
         max_words_per_record=conf.max_words_per_record,
+        pair_layout=conf.pair_layout,
     )
 
 
