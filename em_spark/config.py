@@ -301,6 +301,10 @@ class TrainConf(Section):
     # How a pair is laid out for the student (em_spark.serialize): sequential
     # ("Entity A: ... Entity B: ...") or interleaved (each attribute's two values side by side).
     pair_layout: Literal["sequential", "interleaved"] = "sequential"
+    # Prefix each pair with per-attribute similarity hints (em_spark.serialize), saved with
+    # the model so that scoring serializes the same way. On by default: without them a
+    # preset trained from random weights does not learn to compare (docs/STUDENT.md).
+    similarity_hints: bool = True
     # Loss weight of matching pairs; None: balanced (negatives / positives).
     positive_weight: float | None = Field(default=None, gt=0)
     eval_batch_size: int = Field(default=64, ge=1)

@@ -4,6 +4,12 @@ A record becomes ``COL title VAL sony turntable COL price VAL 149.0`` in a stabl
 attribute order; a pair becomes ``Entity A: ... Entity B: ...``. Long values are cut per
 attribute under a word budget (a cheap, tokenizer-free proxy for tokens), so one 100 KB
 description cannot crowd out every other attribute.
+
+With ``similarity_hints`` a pair starts with ``SIM title 9 10 - - price 8 8 10 9 all ...``:
+a few of the similarity features (em_spark.features) of each aligned attribute and of the
+whole records, in tenths. A student trained from random weights does not learn to
+compare two records token by token from a few thousand pairs (measured: docs/STUDENT.md);
+with the hints it reads the comparison and learns what it means.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 _SPACE = re.compile(r"\s+")
+HINT_WORD = "SIM"
 
 
 @dataclass(frozen=True)
@@ -25,12 +32,15 @@ class SerializerSettings:
     # interleaved: "COL title A: <left value> B: <right value> COL ...", so the values a
     # model must compare sit next to each other (see docs/STUDENT.md).
     pair_layout: str = "sequential"
+    # Prefix the pair with similarity hints (module docstring).
+    similarity_hints: bool = False
 
-    def to_dict(self) -> dict[str, int | str]:
+    def to_dict(self) -> dict[str, int | str | bool]:
         return {
             "max_words_per_attribute": self.max_words_per_attribute,
             "max_words_per_record": self.max_words_per_record,
             "pair_layout": self.pair_layout,
+            "similarity_hints": self.similarity_hints,
         }
 
 
@@ -94,15 +104,21 @@ def serialize_pair(
     order: Sequence[str] | None = None,
     settings: SerializerSettings = SerializerSettings(),
 ) -> str:
+    names = ordered_attributes(left, order)
+    names += [n for n in ordered_attributes(right, order) if n not in set(names)]
+    # Hints go first so that truncation to the model's input length never cuts them.
+    prefix = ""
+    if settings.similarity_hints:
+        from em_spark.features import similarity_hints  # features imports this module
+
+        prefix = f"{HINT_WORD} {similarity_hints(left, right, names)} "
     if settings.pair_layout == "interleaved":
-        names = ordered_attributes(left, order)
-        names += [n for n in ordered_attributes(right, order) if n not in set(names)]
         lw, rw = _record_words(left, names, settings), _record_words(right, names, settings)
-        return " ".join(
+        return prefix + " ".join(
             f"COL {n} A: {' '.join(a)} B: {' '.join(b)}".replace("  ", " ").rstrip()
             for n, a, b in zip(names, lw, rw)
         )
     return (
-        f"Entity A: {serialize_record(left, order, settings)} "
+        f"{prefix}Entity A: {serialize_record(left, order, settings)} "
         f"Entity B: {serialize_record(right, order, settings)}"
     )

@@ -7,6 +7,7 @@ import re
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from em_spark.features import HINT_ATTRIBUTE_FEATURES, HINT_RECORD_FEATURES
 from em_spark.serialize import SerializerSettings, clean_value, serialize_pair, serialize_record
 
 # Attribute names as ingest admits them: any unicode but line breaks (ingest rejects those).
@@ -122,3 +123,39 @@ def test_interleaved_layout_puts_both_values_of_an_attribute_side_by_side(left, 
     assert left_words == re.sub(r"COL \S+ VAL ?", " ", serialize_record(left, names, budget)).split()
     assert right_words == re.sub(r"COL \S+ VAL ?", " ", serialize_record(right, names, budget)).split()
     assert SerializerSettings(**interleaved.to_dict()) == interleaved
+
+
+@given(
+    st.dictionaries(plain_names, lower_values, min_size=1, max_size=6),
+    st.dictionaries(plain_names, lower_values, max_size=6),
+    budgets,
+)
+@settings(max_examples=100, deadline=None)
+def test_similarity_hints_prefix_the_pair_with_scores_per_attribute(left, right, budget):
+    hinted = SerializerSettings(budget.max_words_per_attribute, budget.max_words_per_record, similarity_hints=True)
+    text = serialize_pair(left, right, None, hinted)
+    head, sep, rest = text.partition(" Entity A: ")
+    # the pair itself is exactly the unhinted serialization
+    assert sep and f"Entity A: {rest}" == serialize_pair(left, right, None, budget)
+    words = head.split(" ")
+    width = 1 + len(HINT_ATTRIBUTE_FEATURES)
+    names = list(left) + [n for n in right if n not in left]
+    assert words[0] == "SIM" and len(words) == 1 + width * len(names) + 1 + len(HINT_RECORD_FEATURES)
+    assert words[1 + width * len(names)] == "all"
+    for i, name in enumerate(names):
+        chunk = words[1 + width * i : 1 + width * (i + 1)]
+        assert chunk[0] == name
+        scores = dict(zip(HINT_ATTRIBUTE_FEATURES, chunk[1:]))
+        assert all(v == "-" or 0 <= int(v) <= 10 for v in scores.values())
+        a, b = clean_value(left.get(name)), clean_value(right.get(name))
+        if not (a and b):
+            assert set(scores.values()) == {"-"}
+        elif a == b:
+            assert scores["ratio"] == scores["token_set"] == "10"
+    assert SerializerSettings(**hinted.to_dict()) == hinted
+
+
+def test_similarity_hints_take_a_100kb_value():
+    long = {"title": "sony tv", "description": "word " * 20_000}
+    text = serialize_pair(long, long, None, SerializerSettings(similarity_hints=True))
+    assert text.startswith("SIM title 10 10 - - description 10 10 - - all 10 10 10 - Entity A:")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from em_spark.errors import InputError
+from em_spark.serialize import HINT_WORD
 from em_spark.student.inference import MATCH_TEXT, NO_MATCH_TEXT, label_start_ids
 
 SENTINELS = 100
@@ -48,9 +49,10 @@ def train_tokenizer(corpus: Iterable[str], vocab_size: int) -> Any:
 
     def texts() -> Iterable[str]:
         yield from corpus
-        # The verdict words must be whole pieces so their first tokens differ (p_match).
+        # The verdict words must be whole pieces so their first tokens differ (p_match);
+        # the hint words (em_spark.serialize) are one piece each too.
         for _ in range(200):
-            yield f"{MATCH_TEXT} {NO_MATCH_TEXT}"
+            yield f"{MATCH_TEXT} {NO_MATCH_TEXT} {HINT_WORD} all - " + " ".join(map(str, range(11)))
 
     tok.train_from_iterator(texts(), trainer=trainer)
     eos = tok.token_to_id("</s>")

@@ -70,6 +70,7 @@ def serializer_settings(conf: TrainConf) -> SerializerSettings:
         max_words_per_attribute=conf.max_words_per_attribute,
         max_words_per_record=conf.max_words_per_record,
         pair_layout=conf.pair_layout,
+        similarity_hints=conf.similarity_hints,
     )
 
 
