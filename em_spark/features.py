@@ -168,29 +168,35 @@ def pair_features(
 # for the whole record. Chosen by how well a gradient-boosting model on them, in tenths,
 # matches the test pairs of four DeepMatcher sets (docs/STUDENT.md): these 4 + 4 keep
 # most of what all features carry, in a third of the tokens.
-HINT_ATTRIBUTE_FEATURES = ("ratio", "token_set", "code_jaccard", "num_diff")
-HINT_RECORD_FEATURES = ("token_set", "token_sort", "token_jaccard", "code_jaccard")
+HINT_ATTRIBUTE_FEATURES = {"ratio": "r", "token_set": "s", "code_jaccard": "c", "num_diff": "n"}
+HINT_RECORD_FEATURES = {"token_set": "s", "token_sort": "o", "token_jaccard": "j", "code_jaccard": "c"}
+# Every hint word ("r9", "s10", "c-"): one tokenizer piece each (em_spark.student.presets).
+HINT_VOCABULARY = sorted(
+    {f"{letter}{v}" for letter in {*HINT_ATTRIBUTE_FEATURES.values(), *HINT_RECORD_FEATURES.values()}
+     for v in [*map(str, range(11)), "-"]}
+)
 
 
 def similarity_hints(left: Mapping[str, object], right: Mapping[str, object], attributes: Sequence[str]) -> str:
-    """``title 9 10 - - ... all 9 9 8 -``: hint features in tenths (0 = unlike, 10 = alike).
+    """``title r9 s10 c- n- ... all s9 o9 j8 c-``: hint features in tenths (0 = unlike,
+    10 = alike), each word naming its feature by a letter, so that one token says both.
 
     ``-`` where a side is empty or the feature does not apply; a numeric difference d is
     shown as the similarity 1 - d.
     """
     values = dict(zip(feature_names(attributes), pair_features([left], [right], attributes)[0]))
 
-    def tenths(name: str) -> str:
+    def word(name: str, letter: str) -> str:
         value = float(values[name])
         if value == MISSING:
-            return "-"
+            return f"{letter}-"
         similarity = 1.0 - min(value, 1.0) if name.endswith(".num_diff") else value
-        return str(round(10 * similarity))
+        return f"{letter}{round(10 * similarity)}"
 
     parts = []
     for attr in attributes:
-        parts += [attr] + [tenths(f"{attr}.{f}") for f in HINT_ATTRIBUTE_FEATURES]
-    return " ".join(parts + ["all"] + [tenths(f"record.{f}") for f in HINT_RECORD_FEATURES])
+        parts += [attr] + [word(f"{attr}.{f}", letter) for f, letter in HINT_ATTRIBUTE_FEATURES.items()]
+    return " ".join(parts + ["all"] + [word(f"record.{f}", letter) for f, letter in HINT_RECORD_FEATURES.items()])
 
 
 def threshold_for_recall(labels: np.ndarray, scores: np.ndarray, target_recall: float) -> float:

@@ -5,11 +5,12 @@ attribute order; a pair becomes ``Entity A: ... Entity B: ...``. Long values are
 attribute under a word budget (a cheap, tokenizer-free proxy for tokens), so one 100 KB
 description cannot crowd out every other attribute.
 
-With ``similarity_hints`` a pair starts with ``SIM title 9 10 - - price 8 8 10 9 all ...``:
-a few of the similarity features (em_spark.features) of each aligned attribute and of the
-whole records, in tenths. A student trained from random weights does not learn to
-compare two records token by token from a few thousand pairs (measured: docs/STUDENT.md);
-with the hints it reads the comparison and learns what it means.
+With ``similarity_hints`` a pair starts with ``SIM title r9 s10 c- n- price r8 s8 c10 n9
+all ...``: a few of the similarity features (em_spark.features) of each aligned attribute
+and of the whole records, in tenths, each word led by its feature's letter. A student
+trained from random weights does not learn to compare two records token by token from a
+few thousand pairs (measured: docs/STUDENT.md); with the hints it reads the comparison and
+learns what it means.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ import re
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from em_spark.features import HINT_ATTRIBUTE_FEATURES, HINT_RECORD_FEATURES
+from em_spark.features import HINT_ATTRIBUTE_FEATURES, HINT_RECORD_FEATURES, HINT_VOCABULARY
 from em_spark.serialize import SerializerSettings, clean_value, serialize_pair, serialize_record
 
 # Attribute names as ingest admits them: any unicode but line breaks (ingest rejects those).
@@ -145,8 +145,10 @@ def test_similarity_hints_prefix_the_pair_with_scores_per_attribute(left, right,
     for i, name in enumerate(names):
         chunk = words[1 + width * i : 1 + width * (i + 1)]
         assert chunk[0] == name
-        scores = dict(zip(HINT_ATTRIBUTE_FEATURES, chunk[1:]))
-        assert all(v == "-" or 0 <= int(v) <= 10 for v in scores.values())
+        # each hint word is its feature's letter and a score in tenths, or "-"
+        assert [w[0] for w in chunk[1:]] == list(HINT_ATTRIBUTE_FEATURES.values())
+        assert set(chunk[1:]) <= set(HINT_VOCABULARY)
+        scores = dict(zip(HINT_ATTRIBUTE_FEATURES, (w[1:] for w in chunk[1:])))
         a, b = clean_value(left.get(name)), clean_value(right.get(name))
         if not (a and b):
             assert set(scores.values()) == {"-"}
@@ -158,4 +160,4 @@ def test_similarity_hints_prefix_the_pair_with_scores_per_attribute(left, right,
 def test_similarity_hints_take_a_100kb_value():
     long = {"title": "sony tv", "description": "word " * 20_000}
     text = serialize_pair(long, long, None, SerializerSettings(similarity_hints=True))
-    assert text.startswith("SIM title 10 10 - - description 10 10 - - all 10 10 10 - Entity A:")
+    assert text.startswith("SIM title r10 s10 c- n- description r10 s10 c- n- all s10 o10 j10 c- Entity A:")

@@ -13,6 +13,7 @@ import pytest
 from em_spark.config import load_config
 from em_spark.serialize import serialize_pair, serialize_record
 from em_spark.student.inference import StudentPredictor, label_start_ids, parse_verdict, save_student
+from em_spark.features import HINT_VOCABULARY
 from em_spark.student.presets import build_preset
 from em_spark.student.training import PairExample, build_targets, serializer_settings, train_student
 from em_spark.teacher.rules import explain_pair
@@ -68,6 +69,8 @@ def test_preset_builds_offline_and_reloads(tmp_path, monkeypatch):
     match_id, no_match_id = label_start_ids(again)
     assert match_id != no_match_id
     assert "<extra_id_0>" in again.get_vocab()
+    # each similarity-hint word is one piece: its embedding says the feature and the score
+    assert all(len(again.tokenize(word)) == 1 for word in HINT_VOCABULARY)
 
 
 def test_parse_verdict():

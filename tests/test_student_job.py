@@ -9,6 +9,7 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
+import pytest
 from pyspark.sql import functions as F
 
 from em_spark.cli import main
@@ -89,11 +90,18 @@ def test_train_job_logs_registers_and_loads_by_uri(spark, lake_root, tmp_path):
     assert predictor.verdict_by == run.checks["verdict_by"] == logged.data.tags["verdict_by"] == chosen
     left = {"name": "arnie morton's of chicago", "addr": "435 s. la cienega blv.", "city": "los angeles"}
     text = predictor.serialize(left, dict(left))
-    assert text.startswith("Entity A: COL name VAL arnie")
-    assert 0.0 <= predictor.p_match([text])[0] <= 1.0
+    # similarity hints first (identical records: every string score 10), then the pair
+    assert text.startswith("SIM name r10 s10") and " Entity A: COL name VAL arnie" in text
+    p = predictor.p_match([text])[0]
+    assert 0.0 <= p <= 1.0
     pyfunc = mlflow.pyfunc.load_model(uri)
     out = pyfunc.predict(pd.DataFrame({"text": [text, text]}))
     assert list(out.columns) == ["p_match", "verdict"] and set(out["verdict"]) <= {"match", "no_match"}
+    # records in, serialized by the model's own settings: the same p_match as the text
+    records = pyfunc.predict(pd.DataFrame({"left": [left, json.dumps(left)], "right": [dict(left), json.dumps(left)]}))
+    assert records["p_match"].tolist() == pytest.approx([p, p], abs=1e-5)
+    with pytest.raises(Exception, match="expected 'left' and 'right'"):
+        pyfunc.predict(pd.DataFrame({"pair": [text]}))
 
 
 def test_bench_matching_writes_json(tmp_path):

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from em_spark.errors import InputError
+from em_spark.features import HINT_VOCABULARY
 from em_spark.serialize import HINT_WORD
 from em_spark.student.inference import MATCH_TEXT, NO_MATCH_TEXT, label_start_ids
 
@@ -52,7 +53,7 @@ def train_tokenizer(corpus: Iterable[str], vocab_size: int) -> Any:
         # The verdict words must be whole pieces so their first tokens differ (p_match);
         # the hint words (em_spark.serialize) are one piece each too.
         for _ in range(200):
-            yield f"{MATCH_TEXT} {NO_MATCH_TEXT} {HINT_WORD} all - " + " ".join(map(str, range(11)))
+            yield f"{MATCH_TEXT} {NO_MATCH_TEXT} {HINT_WORD} all " + " ".join(HINT_VOCABULARY)
 
     tok.train_from_iterator(texts(), trainer=trainer)
     eos = tok.token_to_id("</s>")

@@ -7,6 +7,7 @@ finds ``student/em_student.json`` inside the download. No pyspark here.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -14,15 +15,22 @@ import mlflow
 import pandas as pd
 
 from em_spark.config import MlflowConf
+from em_spark.errors import InputError
 
 MODEL_ARTIFACT = "model"
 # Listed explicitly: inferring requirements imports and inspects the model (slow, noisy).
 PIP_REQUIREMENTS = ["torch", "transformers", "tokenizers", "scikit-learn", "rapidfuzz", "pandas", "numpy"]
 
 
+def _as_record(value: Any) -> dict:
+    return json.loads(value) if isinstance(value, str) else dict(value)
+
+
 class StudentPyfunc(mlflow.pyfunc.PythonModel):
-    """``predict`` takes a DataFrame with a ``text`` column (serialized pairs) and returns
-    ``p_match`` and ``verdict`` (match when p_match >= the saved threshold)."""
+    """``predict`` takes a DataFrame with ``left`` and ``right`` columns (records as dicts
+    or JSON objects; serialized as the model was trained, similarity hints included) or a
+    ``text`` column (pairs already serialized), and returns ``p_match`` and ``verdict``
+    (match when p_match >= the saved threshold)."""
 
     def load_context(self, context: Any) -> None:
         from em_spark.student.inference import StudentPredictor
@@ -30,7 +38,19 @@ class StudentPyfunc(mlflow.pyfunc.PythonModel):
         self.predictor = StudentPredictor.load(context.artifacts[MODEL_ARTIFACT])
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        p = self.predictor.p_match(model_input["text"].astype(str).tolist())
+        if {"left", "right"} <= set(model_input.columns):
+            texts = [
+                self.predictor.serialize(_as_record(left), _as_record(right))
+                for left, right in zip(model_input["left"], model_input["right"])
+            ]
+        elif "text" in model_input.columns:
+            texts = model_input["text"].astype(str).tolist()
+        else:
+            raise InputError(
+                f"student model input has columns {list(model_input.columns)}: expected 'left' and "
+                "'right' (records as dicts or JSON) or 'text' (serialized pairs)"
+            )
+        p = self.predictor.p_match(texts)
         verdict = ["match" if x >= self.predictor.threshold else "no_match" for x in p]
         return pd.DataFrame({"p_match": p, "verdict": verdict})
 
