@@ -142,16 +142,17 @@ def score_pairs(
     feature_scores: dict[int, float] = {}
     if model.prefilter is not None and (policy.use_prefilter or feature_verdicts is not None):
         prefilter = model.prefilter
-        feature_scores, failed = _guarded(
-            lambda rows: prefilter.predict_proba([lefts[r] for r in rows], [rights[r] for r in rows]),
+        both, failed = _guarded(
+            lambda rows: list(zip(*prefilter.scores([lefts[r] for r in rows], [rights[r] for r in rows]))),
             pending,
         )
         for i, message in failed.items():
             decided_by[i], error[i] = "prefilter", message
         pending = []
-        for i, score in feature_scores.items():
-            if policy.use_prefilter and score < prefilter.prefilter_threshold:
-                p_match[i], verdict[i], decided_by[i] = score, "no_match", "prefilter"
+        for i, (score, prefilter_score) in both.items():
+            feature_scores[i] = score
+            if policy.use_prefilter and prefilter_score < prefilter.prefilter_threshold:
+                p_match[i], verdict[i], decided_by[i] = prefilter_score, "no_match", "prefilter"
             else:
                 pending.append(i)
 

@@ -15,6 +15,7 @@ from em_spark.features import (
     feature_names,
     fit_prefilter,
     pair_features,
+    random_cross_pairs,
     threshold_for_f1,
     threshold_for_recall,
 )
@@ -69,10 +70,9 @@ def test_matcher_on_demo_data_beats_anchor_and_keeps_recall(matcher):
     tp = (predicted & (y == 1)).sum()
     f1 = 2 * tp / (predicted.sum() + y.sum())
     assert f1 >= 0.9, f1  # the anchor (ANCHORS.md) for Fodors-Zagats is 0.977
-    kept = p >= matcher.prefilter_threshold
+    kept = matcher.passes_prefilter([l for l, _, _ in test], [r for _, r, _ in test])
     assert kept[y == 1].mean() >= 0.95
     assert kept[y == 0].mean() < 0.5  # it does filter
-    assert matcher.prefilter_threshold <= matcher.f1_threshold
 
 
 def test_save_and_load_round_trip(matcher, tmp_path):
@@ -83,7 +83,8 @@ def test_save_and_load_round_trip(matcher, tmp_path):
     again = FeatureMatcher.load(tmp_path / "prefilter")
     assert again.attributes == matcher.attributes
     assert again.prefilter_threshold == matcher.prefilter_threshold
-    np.testing.assert_allclose(again.predict_proba(lefts, rights), matcher.predict_proba(lefts, rights))
+    for before, after in zip(matcher.scores(lefts, rights), again.scores(lefts, rights)):
+        np.testing.assert_allclose(after, before)
     with pytest.raises(FileNotFoundError, match="not a saved FeatureMatcher"):
         FeatureMatcher.load(tmp_path)
 
@@ -101,3 +102,25 @@ def test_empty_and_huge_records_score_and_are_truncated(matcher):
 def test_bad_labels_are_rejected():
     with pytest.raises(ValueError, match="pair 0 has label 2"):
         fit_prefilter([({"a": "x"}, {"a": "x"}, 2)], [({"a": "x"}, {"a": "x"}, 1)])
+
+
+def test_random_cross_pairs_never_repeat_a_labeled_match():
+    lefts = [{"name": "a"}, {"name": "b"}]
+    rights = [{"name": "a"}, {"name": "c"}]
+    labels = np.array([1, 0])  # (a, a) is a labeled match; a quarter of the draws hit it
+    rl, rr = random_cross_pairs(lefts, rights, labels, 1_000, seed=3)
+    assert 650 <= len(rl) == len(rr) <= 850
+    assert ({"name": "a"}, {"name": "a"}) not in list(zip(rl, rr))
+    assert {(l["name"], r["name"]) for l, r in zip(rl, rr)} == {("a", "c"), ("b", "a"), ("b", "c")}
+    assert random_cross_pairs(lefts, rights, labels, 50, seed=3) == random_cross_pairs(lefts, rights, labels, 50, seed=3)
+
+
+def test_prefilter_settles_random_pairs(matcher):
+    # Candidates from a blocker are mostly far easier than the labeled non-matches; the
+    # prefilter must settle such pairs, not pass them on to the student.
+    test = demo_pairs("test")
+    rng = np.random.default_rng(0)
+    lefts = [test[i][0] for i in rng.integers(0, len(test), 500)]
+    rights = [test[i][1] for i in rng.integers(0, len(test), 500)]
+    passed = matcher.passes_prefilter(lefts, rights)
+    assert passed.mean() < 0.1, passed.mean()  # 1.0 before the prefilter learned random pairs

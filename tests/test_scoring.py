@@ -123,12 +123,12 @@ def test_feature_model_gives_verdicts_when_the_train_job_chose_it(scoring_model)
     student.extra = {**student.extra, "verdict_by": "features"}
     model = ScoringModel(scoring_model.uri, student, scoring_model.prefilter)
     assert model.verdict_by == "features"
-    features = scoring_model.prefilter.predict_proba(lefts, rights)
+    features, prefilter_scores = scoring_model.prefilter.scores(lefts, rights)
     out = score_pairs(model, lefts, rights, ScoringPolicy("matches", max_new_tokens=MAX_NEW_TOKENS))
-    settled = features < scoring_model.prefilter.prefilter_threshold
+    settled = prefilter_scores < scoring_model.prefilter.prefilter_threshold
     assert (out["decided_by"] == np.where(settled, "prefilter", "features")).all()
-    np.testing.assert_allclose(out["p_match"], features)
-    expected = np.where(features >= scoring_model.prefilter.f1_threshold, "match", "no_match")
+    np.testing.assert_allclose(out["p_match"], np.where(settled, prefilter_scores, features))
+    expected = np.where(~settled & (features >= scoring_model.prefilter.f1_threshold), "match", "no_match")
     assert (out["verdict"] == expected).all() and 0 < (expected == "match").sum()
     assert (out["rationale"].notna() == (expected == "match")).all()  # the student explains matches
     # without its feature model a student keeps the verdicts

@@ -40,7 +40,12 @@ def test_bench_scoring_writes_json(tmp_path):
     data = SHARED_DATASETS / "Structured-Fodors-Zagats"
     assert main(["bench", "scoring", "--dataset", str(data), "--pairs", "24", "--presets", "tiny",
                  "--train-minutes", "0.05", "--out", str(out)]) == 0
-    tiny = json.loads(out.read_text())["presets"]["tiny"]
+    report = json.loads(out.read_text())
+    tiny = report["presets"]["tiny"]
+    assert [m["hard_share"] for m in report["mixes"]] == [0.5, 0.0]
+    assert report["mixes"][0]["presets"]["tiny"] == tiny  # the first mix is the headline
+    easy = report["mixes"][1]["presets"]["tiny"]
+    assert easy["pairs"] == 24 and 0.0 <= easy["prefilter_pass_rate"] <= 1.0
     for key in ("generate_all_pairs_per_s", "verdict_first_pairs_per_s", "prefilter_pairs_per_s",
                 "verdict_agreement", "prefilter_recall_loss", "p_match_max_abs_diff_vs_float32"):
         assert key in tiny, key

@@ -1,9 +1,9 @@
 """``em-spark bench scoring``: what verdict-first and the prefilter save, per student preset.
 
 On synthetic candidate pairs drawn from a DeepMatcher-layout dataset with a 5% match rate
-(matches: the test split's matches; non-matches: half the test split's labeled
-non-matches, which came out of a blocker and are hard, half random cross pairs, which are
-easy), each preset (a T5 built from a config, trained briefly on the train split with
+(matches: the test split's matches; non-matches: a share of the test split's labeled
+non-matches, which came out of a blocker and are hard, the rest random cross pairs, which
+are easy; ``--hard-shares`` lists the mixes, default 0.5 and 0), each preset (a T5 built from a config, trained briefly on the train split with
 rules-teacher explanations) is timed three ways, all through the same scoring core
 (em_spark.scorer / StudentPredictor: the same batching, length sorting, KV cache):
 
@@ -127,7 +127,7 @@ def measure(model: ScoringModel, pairs: Sequence[LabeledPair], test: Sequence[La
     agreement_at_half = float(np.mean([a == ("match" if p >= 0.5 else "no_match") for a, p in zip(verdict_a, out_b["p_match"])]))
     pos = [p for p in test if p.label == 1]
     p_student = student.p_match([student.serialize(p.left, p.right) for p in pos], batch_size=args.batch_size)
-    passes = model.prefilter.predict_proba([p.left for p in pos], [p.right for p in pos]) >= model.prefilter.prefilter_threshold
+    passes = model.prefilter.passes_prefilter([p.left for p in pos], [p.right for p in pos])
     recall_student = float(np.mean(p_student >= student.threshold))
     recall_both = float(np.mean((p_student >= student.threshold) & passes))
     return {
@@ -247,7 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default=str(Path(__file__).resolve().parents[3] / "shared/datasets/Structured-Walmart-Amazon"))
     p.add_argument("--presets", default="tiny,small")
     p.add_argument("--train-minutes", type=float, default=3.0, help="training budget per preset")
-    p.add_argument("--hard-share", type=float, default=0.5, help="share of non-matches that are labeled (hard)")
+    p.add_argument(
+        "--hard-shares", default="0.5,0",
+        help="candidate mixes to time, comma-separated: the share of non-matches that are labeled (hard); "
+             "the first mix fills the top-level 'presets'",
+    )
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--spark-pairs", type=int, default=0, help="also score N candidates end to end through Spark")
@@ -265,30 +269,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     triples = {s: [(p.left, p.right, p.label) for p in dataset.splits[s]] for s in ("train", "valid")}
     prefilter = fit_prefilter(triples["train"], triples["valid"], seed=args.seed)
     test = dataset.splits["test"]
-    pairs = synthetic_pairs(test, args.pairs, args.hard_share, args.seed)
+    shares = [float(h) for h in args.hard_shares.split(",") if h.strip()]
+    mixes = {h: synthetic_pairs(test, args.pairs, h, args.seed) for h in shares}
     report: dict[str, Any] = {
         "dataset": folder.name,
         "match_rate": MATCH_RATE,
-        "hard_share": args.hard_share,
+        "hard_share": shares[0],
         "max_new_tokens": args.max_new_tokens,
         "batch_size": args.batch_size,
         "torch_threads": torch.get_num_threads(),
         "prefilter_threshold": prefilter.prefilter_threshold,
         "prefilter_valid": prefilter.valid_metrics,
         "presets": {},
+        "mixes": [{"hard_share": h, "presets": {}} for h in shares],
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "gpu": torch.cuda.is_available()},
     }
     with tempfile.TemporaryDirectory(prefix="em-bench-score-") as work:
         for preset in [s for s in args.presets.split(",") if s]:
             model_dir = Path(work) / preset
             model = train_preset(preset, dataset, prefilter, args.train_minutes, model_dir, args.seed)
-            report["presets"][preset] = result = measure(model, pairs, test, args)
-            print(
-                f"scoring [{preset}]: (a) {result['generate_all_pairs_per_s']:.1f} (b) "
-                f"{result['verdict_first_pairs_per_s']:.1f} (c) {result['prefilter_pairs_per_s']:.1f} pairs/s, "
-                f"agreement {result['verdict_agreement']:.3f}, recall loss {result['prefilter_recall_loss']:.3f}",
-                flush=True,
-            )
+            for mix in report["mixes"]:
+                mix["presets"][preset] = result = measure(model, mixes[mix["hard_share"]], test, args)
+                print(
+                    f"scoring [{preset}, hard share {mix['hard_share']}]: (a) {result['generate_all_pairs_per_s']:.1f} "
+                    f"(b) {result['verdict_first_pairs_per_s']:.1f} (c) {result['prefilter_pairs_per_s']:.1f} pairs/s, "
+                    f"prefilter pass rate {result['prefilter_pass_rate']:.3f}, agreement {result['verdict_agreement']:.3f}, "
+                    f"recall loss {result['prefilter_recall_loss']:.3f}",
+                    flush=True,
+                )
+            report["presets"][preset] = report["mixes"][0]["presets"][preset]
             if args.spark_pairs and preset == "tiny":
                 report["spark_end_to_end"] = spark_end_to_end(folder, model_dir, args.spark_pairs, Path(work), args.seed)
                 print(f"scoring [spark]: {report['spark_end_to_end']}", flush=True)
