@@ -121,6 +121,10 @@ class TopKConf(Section):
     # Terms held by more records are left out of the candidate join (their IDF is tiny);
     # the final score still counts them.
     cap: KeyCapConf = Field(default_factory=lambda: KeyCapConf(max_records=300, max_share=0.05))
+    # Pair terms: the unordered pairs of each record's this many rarest capped words, as a
+    # third term space ("sony|black" is rare where "sony" and "black" are not), so that a
+    # record whose words are all common still shares rare terms. 0 or 1: none.
+    pair_terms: int = Field(default=3, ge=0)
 
 
 class MinHashConf(Section):

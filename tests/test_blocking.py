@@ -127,6 +127,29 @@ def test_skewed_key_is_capped_and_reported(spark):
     candidates.unpersist()
 
 
+def test_pair_terms_find_records_whose_words_are_all_common(spark):
+    # 20 entities, a copy on each side; each is one of 4 colours x 5 brands: every word is
+    # held by 8-10 records (over the cap of 5), every (colour, brand) pair by one entity.
+    colours, brands = ["red", "blue", "green", "black"], ["sony", "canon", "nikon", "fuji", "leica"]
+    rows = [
+        (side, f"{side[0]}{e}", {"name": f"{colours[e % 4]} camera {brands[e // 4]}"})
+        for e in range(20) for side in ("left", "right")
+    ]
+    records = spark.createDataFrame(rows, "source string, record_id string, attributes map<string,string>")
+    gold = {(f"l{e}", f"r{e}") for e in range(20)}
+
+    def found(pair_terms: int) -> set[tuple[str, str]]:
+        conf = BlockConf.model_validate({
+            "tokens": {"enabled": False},
+            "topk": {"k": 3, "pair_terms": pair_terms, "cap": {"max_records": 5, "max_share": 1.0}},
+        })
+        return _pairs(candidate_pairs(records, conf, "link"))
+
+    assert not found(0) & gold  # every word capped: top-k alone has nothing to join on
+    with_pairs = found(3)
+    assert with_pairs == gold  # "p:black|sony" is held by one entity's two copies
+
+
 def test_block_job_rerun_writes_no_duplicates(spark, lake_root, tmp_path):
     reports = tmp_path / "reports"
     config = make_config(

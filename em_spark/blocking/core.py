@@ -310,8 +310,8 @@ def _sorted_neighbourhood(prep: Prepared, conf: SortedNeighbourhoodConf) -> Data
 
 def _term_weights(prep: Prepared, conf: TopKConf) -> DataFrame:
     """source, rid, is_new, term, df, w: sublinear TF-IDF, L2-normalized per term space
-    (words "w:", q-grams "q:") and averaged over spaces, so a dot product is the mean
-    cosine over the spaces."""
+    (words "w:", q-grams "q:", pair terms "p:") and averaged over spaces, so a dot product
+    is the mean cosine over the spaces."""
     tokens = text.words(_values(prep, conf.attributes), conf.max_words_per_attribute)
     terms = F.transform(tokens, lambda t: F.concat(F.lit("w:"), t))
     n_spaces = 1
@@ -322,6 +322,11 @@ def _term_weights(prep: Prepared, conf: TopKConf) -> DataFrame:
     exploded = prep.rec.select("source", "rid", "is_new", F.explode(terms).alias("term"))
     tf = exploded.groupBy("source", "rid", "is_new", "term").agg(F.count("*").alias("tf"))
     df = tf.groupBy("term").agg(F.count("*").alias("df"))
+    if conf.pair_terms >= 2:
+        pair_tf = _pair_terms(tf, df, _cap_limit(conf.cap, prep), conf.pair_terms)
+        tf = tf.unionByName(pair_tf)
+        df = df.unionByName(pair_tf.groupBy("term").agg(F.count("*").alias("df")))
+        n_spaces += 1
     n = prep.n_records
     idf = F.log(F.lit(n + 1.0) / (F.col("df") + 1.0)) + 1.0
     weighted = tf.join(df, "term").withColumn("w", (1.0 + F.log(F.col("tf"))) * idf)
@@ -329,6 +334,28 @@ def _term_weights(prep: Prepared, conf: TopKConf) -> DataFrame:
     norm = F.sqrt(F.sum(F.col("w") * F.col("w")).over(space))
     return weighted.select(
         "source", "rid", "is_new", "term", "df", (F.col("w") / norm / n_spaces).alias("w")
+    )
+
+
+def _pair_terms(tf: DataFrame, df: DataFrame, limit: int, m: int) -> DataFrame:
+    """source, rid, is_new, term ("p:a|b"), tf (1): pairs of each record's m rarest capped words."""
+    capped = tf.join(df, "term").where((F.col("df") > limit) & F.col("term").startswith("w:"))
+    rarest = capped.groupBy("source", "rid", "is_new").agg(
+        F.slice(F.array_sort(F.collect_list(F.struct("df", "term"))), 1, m).alias("picked")
+    )
+    # Sorted by name, so that both records spell a pair the same way.
+    words = F.array_sort(F.transform("picked", lambda x: F.substring(x["term"], 3, 1 << 20)))
+    pairs = F.flatten(F.transform(
+        F.sequence(F.lit(1), F.size(words) - 1),
+        lambda i: F.transform(
+            F.slice(words, i + 1, F.size(words) - i),
+            lambda other: F.concat(F.lit("p:"), F.element_at(words, i), F.lit("|"), other),
+        ),
+    ))
+    return (
+        rarest.where(F.size("picked") >= 2)
+        .select("source", "rid", "is_new", F.explode(pairs).alias("term"))
+        .withColumn("tf", F.lit(1).cast("long"))
     )
 
 
