@@ -314,8 +314,9 @@ PAIR_SPACE_WEIGHT = 0.1
 
 def _term_weights(prep: Prepared, conf: TopKConf) -> DataFrame:
     """source, rid, is_new, term, df, w: sublinear TF-IDF, L2-normalized per term space
-    (words "w:", q-grams "q:", pair terms "p:"), so that a dot product is the mean cosine
-    over the word and q-gram spaces plus ``PAIR_SPACE_WEIGHT`` x the pair-term cosine."""
+    (words "w:", q-grams "q:", pair terms "p:") and scaled so that a dot product is the
+    weighted mean of the cosines: 1 per word or q-gram space, ``PAIR_SPACE_WEIGHT`` for
+    the pair terms."""
     tokens = text.words(_values(prep, conf.attributes), conf.max_words_per_attribute)
     terms = F.transform(tokens, lambda t: F.concat(F.lit("w:"), t))
     n_spaces = 1
@@ -337,10 +338,12 @@ def _term_weights(prep: Prepared, conf: TopKConf) -> DataFrame:
     norm = F.sqrt(F.sum(F.col("w") * F.col("w")).over(space))
     # Pair terms are there to create pairs, not to rank them: at full weight their few,
     # high-idf terms outweighed the words and cost 4-9 PC points on the DeepMatcher sets.
-    scale = F.when(F.col("term").startswith("p:"), F.lit(PAIR_SPACE_WEIGHT**0.5)).otherwise(F.lit(1.0))
-    return weighted.select(
-        "source", "rid", "is_new", "term", "df", (F.col("w") / norm / n_spaces * scale).alias("w")
+    # Per-side scales whose products give a weighted mean of the cosines, in [0, 1].
+    total = n_spaces + (PAIR_SPACE_WEIGHT if conf.pair_terms >= 2 else 0.0)
+    scale = F.when(F.col("term").startswith("p:"), F.lit((PAIR_SPACE_WEIGHT / total) ** 0.5)).otherwise(
+        F.lit((1.0 / total) ** 0.5)
     )
+    return weighted.select("source", "rid", "is_new", "term", "df", (F.col("w") / norm * scale).alias("w"))
 
 
 def _pair_terms(tf: DataFrame, df: DataFrame, limit: int, m: int) -> DataFrame:
