@@ -10,7 +10,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from em_spark.bench.blocking import load_dataset
-from em_spark.blocking import candidate_pairs, plan_blocking
+from em_spark.blocking import candidate_pairs, core, plan_blocking
 from em_spark.blocking.report import blocking_report
 from em_spark.cli import main
 from em_spark.config import BlockConf, load_config
@@ -63,6 +63,30 @@ def test_each_blocker_finds_the_gold_on_real_data(fodors):
     assert len(union & gold) == len(gold)
     # Far fewer pairs than the cross product (533 x 331).
     assert len(rows) < 0.1 * 533 * 331
+
+
+def test_score_is_the_full_cosine_whichever_blocker_found_the_pair(spark, fodors):
+    # Top-k pairs add their capped terms to the term join's partial dot product; pairs
+    # from other blockers only are scored from whole vectors. Both must give the dot
+    # product over every term, capped ones included.
+    records, _, conf, _ = fodors
+    plan = plan_blocking(records, conf, "link")
+    rows = plan.candidates.collect()
+    prep = plan.prepared
+    limit = core._cap_limit(conf.topk.cap, prep)
+    vectors: dict[tuple[str, str], dict[str, float]] = {}
+    capped_terms = 0
+    for w in core._term_weights(prep, conf.topk).collect():
+        vectors.setdefault((w["source"], w["rid"]), {})[w["term"]] = w["w"]
+        capped_terms += w["df"] > limit
+    assert capped_terms > 0
+    paths = Counter()
+    for r in rows:
+        lv, rv = vectors.get(("left", r["left_id"]), {}), vectors.get(("right", r["right_id"]), {})
+        expected = sum(v * rv.get(t, 0.0) for t, v in lv.items())
+        assert r["score"] == pytest.approx(expected, abs=2e-6), r
+        paths["topk" in r["blockers"]] += 1
+    assert paths[True] > 0 and paths[False] > 0
 
 
 def test_only_involving_blocks_new_records_without_all_pairs(spark, fodors):

@@ -108,13 +108,17 @@ def plan_blocking(
     if not parts:
         raise ConfigError("block: every blocker is disabled; enable at least one")
 
+    # Only top-k pairs come with a score over the uncapped terms.
+    no_score = F.lit(None).cast("double")
+    parts = [p if "uncapped_score" in p.columns else p.withColumn("uncapped_score", no_score) for p in parts]
     union = parts[0]
     for part in parts[1:]:
         union = union.unionByName(part)
     pairs = union.groupBy("left_id", "right_id").agg(
-        F.array_sort(F.collect_set("blocker")).alias("blockers")
+        F.array_sort(F.collect_set("blocker")).alias("blockers"),
+        F.max("uncapped_score").alias("uncapped_score"),
     )
-    candidates = _with_score(pairs, weights, prep).select(
+    candidates = _with_score(pairs, weights, prep, _cap_limit(conf.topk.cap, prep)).select(
         pair_id_col("left_id", "right_id").alias("pair_id"),
         "left_id",
         "right_id",
@@ -191,12 +195,13 @@ def _involving_join(a: DataFrame, b: DataFrame, on: str | list[str], prep: Prepa
     return first.unionByName(second)
 
 
-def _oriented(df: DataFrame, prep: Prepared) -> DataFrame:
-    """(rid_l, rid_r) -> (left_id, right_id); dedupe: smaller id left, no self pairs."""
+def _oriented(df: DataFrame, prep: Prepared, *rest: str) -> DataFrame:
+    """(rid_l, rid_r) -> (left_id, right_id), plus the ``rest`` columns; dedupe: smaller
+    id left, no self pairs."""
     if prep.mode == "link":
-        return df.select(F.col("rid_l").alias("left_id"), F.col("rid_r").alias("right_id"))
+        return df.select(F.col("rid_l").alias("left_id"), F.col("rid_r").alias("right_id"), *rest)
     return df.where(F.col("rid_l") != F.col("rid_r")).select(
-        F.least("rid_l", "rid_r").alias("left_id"), F.greatest("rid_l", "rid_r").alias("right_id")
+        F.least("rid_l", "rid_r").alias("left_id"), F.greatest("rid_l", "rid_r").alias("right_id"), *rest
     )
 
 
@@ -326,14 +331,13 @@ def _term_weights(prep: Prepared, conf: TopKConf) -> DataFrame:
         n_spaces = 2
     exploded = prep.rec.select("source", "rid", "is_new", F.explode(terms).alias("term"))
     tf = exploded.groupBy("source", "rid", "is_new", "term").agg(F.count("*").alias("tf"))
-    df = tf.groupBy("term").agg(F.count("*").alias("df"))
+    counted = _with_df(tf)
     if conf.pair_terms >= 2:
-        pair_tf = _pair_terms(tf, df, _cap_limit(conf.cap, prep), conf.pair_terms)
-        tf = tf.unionByName(pair_tf)
-        df = df.unionByName(pair_tf.groupBy("term").agg(F.count("*").alias("df")))
+        # From the same joined rows: one shuffle of the term frequencies, not two.
+        counted = counted.unionByName(_with_df(_pair_terms(counted, _cap_limit(conf.cap, prep), conf.pair_terms)))
     n = prep.n_records
     idf = F.log(F.lit(n + 1.0) / (F.col("df") + 1.0)) + 1.0
-    weighted = tf.join(df, "term").withColumn("w", (1.0 + F.log(F.col("tf"))) * idf)
+    weighted = counted.withColumn("w", (1.0 + F.log(F.col("tf"))) * idf)
     space = Window.partitionBy("source", "rid", F.substring("term", 1, 1))
     norm = F.sqrt(F.sum(F.col("w") * F.col("w")).over(space))
     # Pair terms are there to create pairs, not to rank them: at full weight their few,
@@ -346,9 +350,15 @@ def _term_weights(prep: Prepared, conf: TopKConf) -> DataFrame:
     return weighted.select("source", "rid", "is_new", "term", "df", (F.col("w") / norm * scale).alias("w"))
 
 
-def _pair_terms(tf: DataFrame, df: DataFrame, limit: int, m: int) -> DataFrame:
-    """source, rid, is_new, term ("p:a|b"), tf (1): pairs of each record's m rarest capped words."""
-    capped = tf.join(df, "term").where((F.col("df") > limit) & F.col("term").startswith("w:"))
+def _with_df(tf: DataFrame) -> DataFrame:
+    """Add each term's document frequency (records holding it) to term-frequency rows."""
+    return tf.join(tf.groupBy("term").agg(F.count("*").alias("df")), "term")
+
+
+def _pair_terms(counted: DataFrame, limit: int, m: int) -> DataFrame:
+    """source, rid, is_new, term ("p:a|b"), tf (1): pairs of each record's m rarest capped
+    words, from term rows with their df."""
+    capped = counted.where((F.col("df") > limit) & F.col("term").startswith("w:"))
     rarest = capped.groupBy("source", "rid", "is_new").agg(
         F.slice(F.array_sort(F.collect_list(F.struct("df", "term"))), 1, m).alias("picked")
     )
@@ -369,6 +379,8 @@ def _pair_terms(tf: DataFrame, df: DataFrame, limit: int, m: int) -> DataFrame:
 
 
 def _tfidf_topk(prep: Prepared, weights: DataFrame, conf: TopKConf) -> tuple[DataFrame, DataFrame]:
+    """(left_id, right_id, uncapped_score: the dot product over the uncapped terms), key
+    stats. Not distinct: see ``_found``."""
     limit = _cap_limit(conf.cap, prep)
     stats = _key_stats(weights.select("source", "rid", F.col("term").alias("key")), prep, limit).localCheckpoint()
     postings = weights.where((F.col("df") >= 2) & (F.col("df") <= limit)).select("source", "rid", "is_new", "term", "w")
@@ -378,16 +390,14 @@ def _tfidf_topk(prep: Prepared, weights: DataFrame, conf: TopKConf) -> tuple[Dat
         return _involving_topk(scored, prep, conf.k), stats
     if prep.mode == "dedupe":
         scored = scored.where(F.col("rid_l") != F.col("rid_r"))
-        return _oriented(_top(scored, "rid_l", "rid_r", conf.k), prep).distinct(), stats
+        return _found(_oriented(_top(scored, "rid_l", "rid_r", conf.k), prep, "score")), stats
 
-    forward = _top(scored, "rid_l", "rid_r", conf.k)
-    pairs = forward.select(F.col("rid_l").alias("left_id"), F.col("rid_r").alias("right_id"))
+    pairs = _top(scored, "rid_l", "rid_r", conf.k)
     k_back = min(conf.k, conf.k * prep.n_left // max(prep.n_right, 1)) if conf.both_sides else 0
     if k_back >= 1:
         # The same scores seen from the right: each right record's best left records.
-        back = _top(scored, "rid_r", "rid_l", k_back)
-        pairs = pairs.unionByName(back.select(F.col("rid_l").alias("left_id"), F.col("rid_r").alias("right_id")))
-    return pairs.distinct(), stats
+        pairs = pairs.unionByName(_top(scored, "rid_r", "rid_l", k_back))
+    return _found(_oriented(pairs, prep, "score")), stats
 
 
 def _involving_topk(scored: DataFrame, prep: Prepared, k: int) -> DataFrame:
@@ -399,14 +409,17 @@ def _involving_topk(scored: DataFrame, prep: Prepared, k: int) -> DataFrame:
     """
     own = scored.where(F.col("is_new_l"))
     if prep.mode == "dedupe":
-        return _oriented(_top(own.where(F.col("rid_l") != F.col("rid_r")), "rid_l", "rid_r", k), prep).distinct()
+        own = own.where(F.col("rid_l") != F.col("rid_r"))
+        return _found(_oriented(_top(own, "rid_l", "rid_r", k), prep, "score"))
     forward = _top(own, "rid_l", "rid_r", k)
     back = _top(scored.where(F.col("is_new_r")), "rid_r", "rid_l", k)
-    return (
-        forward.unionByName(back)
-        .select(F.col("rid_l").alias("left_id"), F.col("rid_r").alias("right_id"))
-        .distinct()
-    )
+    return _found(_oriented(forward.unionByName(back), prep, "score"))
+
+
+def _found(pairs: DataFrame) -> DataFrame:
+    """left_id, right_id, uncapped_score. A pair found from both sides comes twice: the
+    union of all blockers groups them (one grouping, not two)."""
+    return pairs.withColumnRenamed("score", "uncapped_score")
 
 
 def _partial_scores(left: DataFrame, right: DataFrame, prep: Prepared) -> DataFrame:
@@ -425,21 +438,43 @@ def _top(scored: DataFrame, query: str, other: str, k: int) -> DataFrame:
     return scored.withColumn("rank", rank).where(F.col("rank") <= k).drop("rank")
 
 
-def _with_score(pairs: DataFrame, weights: DataFrame, prep: Prepared) -> DataFrame:
-    """Add each pair's full TF-IDF cosine (every term, capped ones included)."""
+def _with_score(pairs: DataFrame, weights: DataFrame, prep: Prepared, limit: int) -> DataFrame:
+    """Add each pair's full TF-IDF cosine (every term, capped ones included).
+
+    A top-k pair comes with its dot product over the uncapped terms (``uncapped_score``,
+    from the term join), so only its few capped terms are looked up; a pair from another
+    blocker only is scored from the two whole vectors.
+    """
+    entry = F.struct("term", "w")
     vectors = weights.groupBy("source", "rid").agg(
-        F.map_from_entries(F.collect_list(F.struct("term", "w"))).alias("vec")
+        F.map_from_entries(F.collect_list(entry)).alias("all"),
+        # collect_list skips the nulls: the map of the capped terms only.
+        F.map_from_entries(F.collect_list(F.when(F.col("df") > limit, entry))).alias("capped"),
     )
     right_source = RIGHT if prep.mode == "link" else LEFT
-    lv = vectors.where(F.col("source") == LEFT).select(F.col("rid").alias("left_id"), F.col("vec").alias("lv"))
-    rv = vectors.where(F.col("source") == right_source).select(
-        F.col("rid").alias("right_id"), F.col("vec").alias("rv")
-    )
+
+    def side(source: str, id_col: str, vector: str) -> DataFrame:
+        return vectors.where(F.col("source") == source).select(
+            F.col("rid").alias(id_col), F.col(vector).alias(f"{vector}_{id_col}")
+        )
+
+    def scored(rows: DataFrame, vector: str, base: Column) -> DataFrame:
+        joined = rows.join(side(LEFT, "left_id", vector), "left_id", "left").join(
+            side(right_source, "right_id", vector), "right_id", "left"
+        )
+        score = F.round(base + _dot(F.col(f"{vector}_left_id"), F.col(f"{vector}_right_id")), 6)
+        return joined.select("left_id", "right_id", "blockers", score.alias("score"))
+
+    known = pairs.where(F.col("uncapped_score").isNotNull())
+    others = pairs.where(F.col("uncapped_score").isNull())
+    return scored(known, "capped", F.col("uncapped_score")).unionByName(scored(others, "all", F.lit(0.0)))
+
+
+def _dot(a: Column, b: Column) -> Column:
+    """Dot product of two term -> weight maps (0 where either is missing)."""
     dot = F.aggregate(
-        F.map_entries(F.col("lv")),
+        F.map_entries(a),
         F.lit(0.0),
-        lambda acc, e: acc + e["value"] * F.coalesce(F.try_element_at(F.col("rv"), e["key"]), F.lit(0.0)),
+        lambda acc, e: acc + e["value"] * F.coalesce(F.try_element_at(b, e["key"]), F.lit(0.0)),
     )
-    joined = pairs.join(lv, "left_id", "left").join(rv, "right_id", "left")
-    score = F.when(F.col("lv").isNull() | F.col("rv").isNull(), F.lit(0.0)).otherwise(F.round(dot, 6))
-    return joined.select("left_id", "right_id", "blockers", score.alias("score"))
+    return F.when(a.isNull() | b.isNull(), F.lit(0.0)).otherwise(dot)
