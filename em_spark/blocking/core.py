@@ -329,7 +329,10 @@ def _term_weights(prep: Prepared, conf: TopKConf) -> DataFrame:
         grams = F.transform(text.qgrams(tokens, conf.qgram), lambda g: F.concat(F.lit("q:"), g))
         terms = F.concat(terms, grams)
         n_spaces = 2
-    exploded = prep.rec.select("source", "rid", "is_new", F.explode(terms).alias("term"))
+    # Records (not their many term rows) are shuffled to one place per record, so the
+    # term frequencies below are counted without another shuffle.
+    per_record = prep.rec.select("source", "rid", "is_new", terms.alias("terms")).repartition("source", "rid")
+    exploded = per_record.select("source", "rid", "is_new", F.explode("terms").alias("term"))
     tf = exploded.groupBy("source", "rid", "is_new", "term").agg(F.count("*").alias("tf"))
     counted = _with_df(tf)
     if conf.pair_terms >= 2:
@@ -446,16 +449,15 @@ def _with_score(pairs: DataFrame, weights: DataFrame, prep: Prepared, limit: int
     blocker only is scored from the two whole vectors.
     """
     entry = F.struct("term", "w")
-    vectors = weights.groupBy("source", "rid").agg(
-        F.map_from_entries(F.collect_list(entry)).alias("all"),
-        # collect_list skips the nulls: the map of the capped terms only.
-        F.map_from_entries(F.collect_list(F.when(F.col("df") > limit, entry))).alias("capped"),
-    )
     right_source = RIGHT if prep.mode == "link" else LEFT
 
     def side(source: str, id_col: str, vector: str) -> DataFrame:
-        return vectors.where(F.col("source") == source).select(
-            F.col("rid").alias(id_col), F.col(vector).alias(f"{vector}_{id_col}")
+        # Grouped by the id alone, so the join below needs no second shuffle.
+        terms = weights.where(F.col("source") == source)
+        if vector == "capped":
+            terms = terms.where(F.col("df") > limit)
+        return terms.groupBy(F.col("rid").alias(id_col)).agg(
+            F.map_from_entries(F.collect_list(entry)).alias(f"{vector}_{id_col}")
         )
 
     def scored(rows: DataFrame, vector: str, base: Column) -> DataFrame:
