@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO, SHARED_DATASETS
 
 RUN_WITHOUT_PYSPARK = """
@@ -52,3 +54,12 @@ def test_bench_scoring_writes_json(tmp_path):
     assert tiny["pairs"] == 24 and tiny["matches"] == 1
     assert 0.0 <= tiny["verdict_agreement"] <= 1.0 and tiny["prefilter_recall_loss"] >= 0.0
     assert sum(tiny["deployed_decided_by"].values()) == 24
+
+
+def test_train_minutes_one_for_all_or_one_per_preset():
+    from em_spark.bench.scoring import _minutes_per_preset
+
+    assert _minutes_per_preset("5", ["tiny", "small"]) == {"tiny": 5.0, "small": 5.0}
+    assert _minutes_per_preset("5,20", ["tiny", "small"]) == {"tiny": 5.0, "small": 20.0}
+    with pytest.raises(SystemExit, match="3 budgets for 2 presets"):
+        _minutes_per_preset("1,2,3", ["tiny", "small"])

@@ -246,7 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pairs", type=int, default=400, help="synthetic candidate pairs per preset")
     p.add_argument("--dataset", default=str(Path(__file__).resolve().parents[3] / "shared/datasets/Structured-Walmart-Amazon"))
     p.add_argument("--presets", default="tiny,small")
-    p.add_argument("--train-minutes", type=float, default=3.0, help="training budget per preset")
+    p.add_argument(
+        "--train-minutes", default="3",
+        help="training budget in minutes: one value for every preset, or one per preset in --presets order (5,20)",
+    )
     p.add_argument(
         "--hard-shares", default="0.5,0",
         help="candidate mixes to time, comma-separated: the share of non-matches that are labeled (hard); "
@@ -257,6 +260,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spark-pairs", type=int, default=0, help="also score N candidates end to end through Spark")
     p.add_argument("--seed", type=int, default=13)
     return p
+
+
+def _minutes_per_preset(text: str, presets: Sequence[str]) -> dict[str, float]:
+    """``"5"`` -> 5 for every preset; ``"5,20"`` -> one budget per preset, in order."""
+    values = [float(v) for v in text.split(",") if v.strip()]
+    if len(values) == 1:
+        values *= len(presets)
+    if len(values) != len(presets):
+        raise SystemExit(f"--train-minutes: {len(values)} budgets for {len(presets)} presets ({','.join(presets)})")
+    return dict(zip(presets, values))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -284,10 +297,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "mixes": [{"hard_share": h, "presets": {}} for h in shares],
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "gpu": torch.cuda.is_available()},
     }
+    presets = [s for s in args.presets.split(",") if s]
+    minutes = _minutes_per_preset(args.train_minutes, presets)
     with tempfile.TemporaryDirectory(prefix="em-bench-score-") as work:
-        for preset in [s for s in args.presets.split(",") if s]:
+        for preset in presets:
             model_dir = Path(work) / preset
-            model = train_preset(preset, dataset, prefilter, args.train_minutes, model_dir, args.seed)
+            model = train_preset(preset, dataset, prefilter, minutes[preset], model_dir, args.seed)
             for mix in report["mixes"]:
                 mix["presets"][preset] = result = measure(model, mixes[mix["hard_share"]], test, args)
                 print(
