@@ -135,11 +135,16 @@ def main(argv: list[str] | None = None) -> int:
     report["best_verdict_pairs_per_s"] = best_v
     report["best_generate_pairs_per_s"] = best_g
     report["verdict_over_generate"] = best_v / best_g
-    out = Path(args.out)
+    write_report(report, args.out)
+    return 0
+
+
+def write_report(report: dict, path: str) -> None:
+    """The benchmark's JSON at ``path`` (parents created)."""
+    out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2), encoding="utf-8")
-    print(f"gpu_score: wrote {out}")
-    return 0
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -63,3 +63,18 @@ def test_train_minutes_one_for_all_or_one_per_preset():
     assert _minutes_per_preset("5,20", ["tiny", "small"]) == {"tiny": 5.0, "small": 20.0}
     with pytest.raises(SystemExit, match="3 budgets for 2 presets"):
         _minutes_per_preset("1,2,3", ["tiny", "small"])
+
+
+def test_cpu_int8_bench_compares_with_float32(tmp_path):
+    out = tmp_path / "int8.json"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/cpu_int8.py", "--pairs", "16", "--batch-size", "8", "--presets", "tiny",
+         "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    tiny = json.loads(out.read_text())["presets"]["tiny"]
+    assert set(tiny["verdicts_per_s"]) == {"float32", "bfloat16", "int8_dynamic"}
+    assert all(rate > 0 for rate in tiny["verdicts_per_s"].values())
+    assert tiny["max_abs_p_diff_vs_float32"]["float32"] == 0.0
+    assert 0.0 <= tiny["max_abs_p_diff_vs_float32"]["int8_dynamic"] < 1.0
