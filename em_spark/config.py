@@ -286,7 +286,7 @@ class TrainConf(Section):
     budget_minutes: float = Field(default=3.0, gt=0)
     batch_size: int = Field(default=16, ge=1)
     grad_accum: int = Field(default=1, ge=1)
-    # None: 1e-3 for a preset trained from scratch, 3e-4 for a pretrained checkpoint.
+    # None: 1e-3 for the tiny preset, 3e-4 for the small one and for a pretrained checkpoint.
     learning_rate: float | None = Field(default=None, gt=0)
     weight_decay: float = 0.01
     warmup_steps: int = Field(default=20, ge=0)
