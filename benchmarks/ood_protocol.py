@@ -75,7 +75,7 @@ def table(results: list[dict], args: argparse.Namespace) -> str:
     head += " | EA - BL | valid F1 BL / EA | epochs BL / EA | paper BL / EA |"
     lines = [
         f"Model `{args.model}`, budget {args.budget_minutes} min of training per run, seed {args.seed}, "
-        f"threshold on the train dataset's valid split{f' (first {args.limit_valid} pairs)' if args.limit_valid else ''}.",
+        f"threshold on the train dataset's valid split{f' (a seeded sample of {args.limit_valid} pairs)' if args.limit_valid else ''}.",
         "",
         head,
         "|" + "---|" * (head.count("|") - 1),

@@ -121,3 +121,19 @@ def test_bench_matching_writes_json(tmp_path):
                  "--out", str(features)]) == 0
     baseline = json.loads(features.read_text())
     assert baseline["test_pairs"] == 189 and baseline["f1"] > 0.8
+
+
+def test_bench_limits_sample_rows_not_the_first_ones(tmp_path):
+    # a split sorted by label (as WDC-Products' valid.csv is) must still give both labels
+    from em_spark.bench.matching import load_dataset
+
+    (tmp_path / "tableA.csv").write_text("id,name\n" + "".join(f"a{i},x{i}\n" for i in range(100)))
+    (tmp_path / "tableB.csv").write_text("id,name\n" + "".join(f"b{i},y{i}\n" for i in range(100)))
+    rows = "ltable_id,rtable_id,label\n" + "".join(f"a{i},b{i},{int(i < 50)}\n" for i in range(100))
+    for split in ("train", "valid", "test"):
+        (tmp_path / f"{split}.csv").write_text(rows)
+    first = load_dataset(tmp_path, {"valid": 20}).splits["valid"]
+    again = load_dataset(tmp_path, {"valid": 20}).splits["valid"]
+    assert len(first) == 20 and {p.label for p in first} == {0, 1}
+    assert [p.left["name"] for p in first] == [p.left["name"] for p in again]
+    assert [int(p.left["name"][1:]) for p in first] == sorted(int(p.left["name"][1:]) for p in first)

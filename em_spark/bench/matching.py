@@ -15,6 +15,7 @@ import csv
 import json
 import os
 import platform
+import random
 import tempfile
 import time
 from collections.abc import Sequence
@@ -59,7 +60,12 @@ def _read_table(path: Path) -> tuple[list[str], dict[str, dict[str, str]]]:
 
 
 def load_dataset(folder: str | Path, limits: dict[str, int] | None = None) -> MatchingDataset:
-    """Tables and labeled splits of a DeepMatcher-layout folder (first ``limits[split]`` rows)."""
+    """Tables and labeled splits of a DeepMatcher-layout folder.
+
+    ``limits[split]`` keeps a seeded random sample of that many rows, in file order: some
+    split files are sorted by label (WDC-Products' valid.csv opens with 500 matches), so
+    their first rows would not be a sample.
+    """
     root = Path(folder)
     columns, left = _read_table(root / "tableA.csv")
     _, right = _read_table(root / "tableB.csv")
@@ -77,7 +83,9 @@ def load_dataset(folder: str | Path, limits: dict[str, int] | None = None) -> Ma
                     raise InputError(f"{path}: row {n}: bad or unknown id/label ({exc})") from None
                 pairs.append(pair)
         limit = (limits or {}).get(split)
-        splits[split] = pairs[:limit] if limit else pairs
+        if limit and limit < len(pairs):
+            pairs = [pairs[i] for i in sorted(random.Random(split).sample(range(len(pairs)), limit))]
+        splits[split] = pairs
     return MatchingDataset(root.name, columns, list(left.values()) + list(right.values()), splits)
 
 
@@ -171,9 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget-minutes", type=float, default=None)
     p.add_argument("--max-epochs", type=int, default=None)
     p.add_argument("--seed", type=int, default=13)
-    p.add_argument("--limit-train", type=int, default=None, help="first N train pairs")
-    p.add_argument("--limit-valid", type=int, default=None, help="first N valid pairs (default: N/3 of --limit-train)")
-    p.add_argument("--limit-test", type=int, default=None, help="first N test pairs")
+    p.add_argument("--limit-train", type=int, default=None, help="a seeded sample of N train pairs")
+    p.add_argument("--limit-valid", type=int, default=None, help="a seeded sample of N valid pairs (default: N/3 of --limit-train)")
+    p.add_argument("--limit-test", type=int, default=None, help="a seeded sample of N test pairs")
     p.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="any train.* setting, e.g. --set batch_size=32 (repeatable)",
