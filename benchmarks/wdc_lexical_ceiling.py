@@ -3,7 +3,8 @@
 A scikit-learn check outside the block job (dense similarity matrices: WDC's 4,575 x
 4,379 fits in memory): sublinear TF-IDF cosine over chosen attributes, candidates taken as
 the top k from both sides, by one global score threshold, or relative to each record's best
-score. A record's own copy (the same offer stands in both tables under one id) is never a
+score; beside them the packaged sentence embedding (all-MiniLM-L6-v2, the block job's
+optional ``embedding`` blocker) and its mean with title-word TF-IDF. A record's own copy (the same offer stands in both tables under one id) is never a
 candidate. Pair completeness is measured on the labeled positives of train + valid + test,
 as in ``em-spark bench blocking``.
 
@@ -23,6 +24,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import normalize
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 DATASET = ROOT.parent / "shared" / "datasets" / "WDC-Products-80cc20rnd050un"
 ALL = ["brand", "title", "description", "price", "pricecurrency", "specTableContent"]
 METHODS = {
@@ -30,11 +32,21 @@ METHODS = {
     "words, title": (["title"], "word", (1, 1)),
     "char 3-grams, title": (["title"], "char_wb", (3, 3)),
     "words, brand + title + specTableContent": (["brand", "title", "specTableContent"], "word", (1, 1)),
+    "MiniLM embedding, title": (["title"], "embedding", None),
+    "mean of MiniLM and words, title": (["title"], "embedding+word", None),
 }
 
 
-def similarity(a: pd.DataFrame, b: pd.DataFrame, fields: list[str], analyzer: str, ngrams: tuple[int, int]) -> np.ndarray:
+def similarity(a: pd.DataFrame, b: pd.DataFrame, fields: list[str], analyzer: str, ngrams: tuple[int, int] | None) -> np.ndarray:
     text_a, text_b = a[fields].agg(" ".join, axis=1), b[fields].agg(" ".join, axis=1)
+    if analyzer == "embedding+word":
+        return (similarity(a, b, fields, "embedding", None) + similarity(a, b, fields, "word", (1, 1))) / 2
+    if analyzer == "embedding":
+        from em_spark.blocking.embedding import PACKAGED_MODEL, load_model
+
+        encoder = load_model(PACKAGED_MODEL)
+        vec_a, vec_b = (encoder.encode(t.tolist(), batch_size=64, normalize_embeddings=True) for t in (text_a, text_b))
+        return vec_a @ vec_b.T
     vectorizer = TfidfVectorizer(analyzer=analyzer, ngram_range=ngrams, sublinear_tf=True).fit(pd.concat([text_a, text_b]))
     return (normalize(vectorizer.transform(text_a)) @ normalize(vectorizer.transform(text_b)).T).toarray()
 
