@@ -286,8 +286,9 @@ class TrainConf(Section):
     budget_minutes: float = Field(default=3.0, gt=0)
     batch_size: int = Field(default=16, ge=1)
     grad_accum: int = Field(default=1, ge=1)
-    # None: 1e-3 for the tiny preset, 3e-4 for the small one and for a pretrained checkpoint.
-    learning_rate: float | None = Field(default=None, gt=0)
+    # AdamW peak rate, for the presets and pretrained checkpoints alike: at 1e-3 both
+    # presets learned far less in a 10-minute budget (docs/BENCHMARKS.md, sessions 7 and 9).
+    learning_rate: float = Field(default=3e-4, gt=0)
     weight_decay: float = 0.01
     warmup_steps: int = Field(default=20, ge=0)
     # Extra loss weight on the verdict's first token (the one p_match reads), the same in

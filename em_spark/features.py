@@ -174,11 +174,9 @@ def pair_features(
 # most of what all features carry, in a third of the tokens.
 HINT_ATTRIBUTE_FEATURES = {"ratio": "r", "token_set": "s", "code_jaccard": "c", "num_diff": "n"}
 HINT_RECORD_FEATURES = {"token_set": "s", "token_sort": "o", "token_jaccard": "j", "code_jaccard": "c"}
+HINT_LETTERS = sorted({*HINT_ATTRIBUTE_FEATURES.values(), *HINT_RECORD_FEATURES.values()})
 # Every hint word ("r9", "s10", "c-"): one tokenizer piece each (em_spark.student.presets).
-HINT_VOCABULARY = sorted(
-    {f"{letter}{v}" for letter in {*HINT_ATTRIBUTE_FEATURES.values(), *HINT_RECORD_FEATURES.values()}
-     for v in [*map(str, range(11)), "-"]}
-)
+HINT_VOCABULARY = sorted({f"{letter}{v}" for letter in HINT_LETTERS for v in [*map(str, range(11)), "-"]})
 
 
 def similarity_hints(left: Mapping[str, object], right: Mapping[str, object], attributes: Sequence[str]) -> str:

@@ -15,7 +15,13 @@ from em_spark.serialize import serialize_pair, serialize_record
 from em_spark.student.inference import StudentPredictor, label_start_ids, parse_verdict, save_student
 from em_spark.features import HINT_VOCABULARY
 from em_spark.student.presets import build_preset
-from em_spark.student.training import PairExample, build_targets, serializer_settings, train_student
+from em_spark.student.training import (
+    PairExample,
+    build_targets,
+    learning_rate_factor,
+    serializer_settings,
+    train_student,
+)
 from em_spark.teacher.rules import explain_pair
 from tests.conftest import DEMO_DATA
 
@@ -71,6 +77,19 @@ def test_preset_builds_offline_and_reloads(tmp_path, monkeypatch):
     assert "<extra_id_0>" in again.get_vocab()
     # each similarity-hint word is one piece: its embedding says the feature and the score
     assert all(len(again.tokenize(word)) == 1 for word in HINT_VOCABULARY)
+    # ... and their embeddings start ordered by value: r0 is nearer r1 than r5, r5 than r10
+    weight = model.get_input_embeddings().weight.detach()
+    r = [weight[tokenizer.convert_tokens_to_ids(f"▁r{v}")] for v in range(11)]
+    distance = [float((r[0] - r[v]).norm()) for v in range(11)]
+    assert distance == sorted(distance) and distance[1] < distance[5] < distance[10]
+
+
+def test_learning_rate_warms_up_then_decays_to_zero_by_steps_or_budget():
+    assert [learning_rate_factor(s, 4, 104, 0.0) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert learning_rate_factor(54, 4, 104, 0.0) == 0.5  # halfway through the planned steps
+    # a budget that ends first sets the pace: 80% of it spent leaves 20% of the rate
+    assert learning_rate_factor(14, 4, 104, 0.8) == pytest.approx(0.2)
+    assert learning_rate_factor(104, 4, 104, 0.1) == 0.0 == learning_rate_factor(10, 4, 104, 1.2)
 
 
 def test_parse_verdict():

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from em_spark.errors import InputError
-from em_spark.features import HINT_VOCABULARY
+from em_spark.features import HINT_LETTERS, HINT_VOCABULARY
 from em_spark.serialize import HINT_WORD
 from em_spark.student.inference import MATCH_TEXT, NO_MATCH_TEXT, label_start_ids
 
@@ -71,6 +71,27 @@ def train_tokenizer(corpus: Iterable[str], vocab_size: int) -> Any:
     return fast
 
 
+def init_hint_embeddings(model: Any, tokenizer: Any) -> None:
+    """Give the hint words (``r0`` .. ``r10``, ``r-``) embeddings that are ordered by value.
+
+    From random embeddings a model has to learn from the labels alone that ``r9`` lies
+    between ``r8`` and ``r10``; here each letter gets a base and a direction (random, at the
+    embedding's own scale) and value v sits at base + (v / 5 - 1) x direction, so nearby
+    values start close and a single direction reads "more alike". ``-`` (no value) gets
+    its own offset from the base. Training still moves them all.
+    """
+    import torch
+
+    weight = model.get_input_embeddings().weight
+    scale = float(weight.detach().std())
+    with torch.no_grad():
+        for letter in HINT_LETTERS:
+            base, direction, missing = (torch.randn(weight.shape[1]) * scale for _ in range(3))
+            for v in range(11):
+                weight[tokenizer.convert_tokens_to_ids(f"▁{letter}{v}")] = base + (v / 5 - 1) * direction
+            weight[tokenizer.convert_tokens_to_ids(f"▁{letter}-")] = base + missing
+
+
 def build_preset(name: str, corpus: Iterable[str], out_dir: str | Path | None = None) -> tuple[Any, Any]:
     """A fresh (randomly initialized) T5 of preset ``name`` and its trained tokenizer.
 
@@ -94,6 +115,7 @@ def build_preset(name: str, corpus: Iterable[str], out_dir: str | Path | None = 
         **shape,
     )
     model = T5ForConditionalGeneration(config)
+    init_hint_embeddings(model, tokenizer)
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         model.save_pretrained(out_dir)

@@ -39,11 +39,6 @@ log = logging.getLogger(__name__)
 # How many batches are length-sorted together: enough to cut padding, few enough to mix.
 _BUCKET_BATCHES = 50
 
-# Default AdamW learning rate of a preset trained from scratch (else 3e-4: a pretrained
-# checkpoint). At 1e-3 the small preset still called every pair a match after 0.9 epoch;
-# at 3e-4 it separated the classes (docs/BENCHMARKS.md, session 7).
-PRESET_LEARNING_RATES = {"tiny": 1e-3, "small": 3e-4}
-
 
 @dataclass
 class PairExample:
@@ -141,6 +136,20 @@ def scores_at(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[
     return {"f1": f1, "precision": precision, "recall": recall}
 
 
+def learning_rate_factor(step: int, warmup_steps: int, total_steps: int, budget_spent: float) -> float:
+    """Linear warmup, then linear decay to 0 at ``total_steps`` or when the wall-clock
+    budget is spent (``budget_spent`` = its fraction used), whichever comes first.
+
+    With a budget of one or two epochs, a decay planned over ``max_epochs`` alone would
+    end the run near the peak rate; its last (often best) weights then come from the
+    noisiest part of training (measured: docs/BENCHMARKS.md, session 9).
+    """
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    by_steps = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return max(0.0, 1.0 - max(by_steps, budget_spent))
+
+
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -182,17 +191,10 @@ def train_student(
     n_pos = sum(e.label for e in train)
     pos_weight = conf.positive_weight or max(1.0, (len(train) - n_pos) / n_pos)
     weights = torch.tensor([pos_weight if e.label == 1 else 1.0 for e in train])
-    lr = conf.learning_rate or PRESET_LEARNING_RATES.get(conf.model, 3e-4)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=conf.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=conf.learning_rate, weight_decay=conf.weight_decay)
     steps_per_epoch = math.ceil(len(train) / (conf.batch_size * conf.grad_accum))
     total_steps = max(1, steps_per_epoch * conf.max_epochs)
 
-    def schedule(step: int) -> float:  # linear warmup, then linear decay to 10%
-        if step < conf.warmup_steps:
-            return (step + 1) / conf.warmup_steps
-        return max(0.1, 1 - 0.9 * (step - conf.warmup_steps) / max(1, total_steps - conf.warmup_steps))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     predictor = StudentPredictor(
         model, tokenizer, 0.5, SerializerSettings(), attributes, max_input_tokens=conf.max_input_tokens
     )
@@ -255,8 +257,12 @@ def train_student(
             result.examples_seen += len(batch)
             if (b + 1) % conf.grad_accum == 0 or b + 1 == len(batches):
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                factor = learning_rate_factor(
+                    step, conf.warmup_steps, total_steps, (time.monotonic() - t0) / budget_s
+                )
+                for group in optimizer.param_groups:
+                    group["lr"] = conf.learning_rate * factor
                 optimizer.step()
-                scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
                 if conf.eval_every_steps and step % conf.eval_every_steps == 0:
