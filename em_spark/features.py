@@ -174,7 +174,10 @@ def pair_features(
 # most of what all features carry, in a third of the tokens.
 HINT_ATTRIBUTE_FEATURES = {"ratio": "r", "token_set": "s", "code_jaccard": "c", "num_diff": "n"}
 HINT_RECORD_FEATURES = {"token_set": "s", "token_sort": "o", "token_jaccard": "j", "code_jaccard": "c"}
-HINT_LETTERS = sorted({*HINT_ATTRIBUTE_FEATURES.values(), *HINT_RECORD_FEATURES.values()})
+# The feature matcher's own P(match) as one more hint (train.feature_score_hint): "m0".."m4"
+# below its F1 threshold, "m5".."m10" at or above it (:func:`score_hint_word`).
+SCORE_HINT_LETTER = "m"
+HINT_LETTERS = sorted({*HINT_ATTRIBUTE_FEATURES.values(), *HINT_RECORD_FEATURES.values(), SCORE_HINT_LETTER})
 # Every hint word ("r9", "s10", "c-"): one tokenizer piece each (em_spark.student.presets).
 HINT_VOCABULARY = sorted({f"{letter}{v}" for letter in HINT_LETTERS for v in [*map(str, range(11)), "-"]})
 
@@ -199,6 +202,17 @@ def similarity_hints(left: Mapping[str, object], right: Mapping[str, object], at
     for attr in attributes:
         parts += [attr] + [word(f"{attr}.{f}", letter) for f, letter in HINT_ATTRIBUTE_FEATURES.items()]
     return " ".join(parts + ["all"] + [word(f"record.{f}", letter) for f, letter in HINT_RECORD_FEATURES.items()])
+
+
+def score_hint_word(score: float, threshold: float) -> str:
+    """The matcher's P(match) as a hint word on the scale of its decision: ``m0``..``m4``
+    split [0, threshold) into five bins, ``m5``..``m10`` split [threshold, 1] into six, so
+    ``m5`` and up means "the feature matcher says match" whatever its threshold."""
+    if score < threshold:
+        value = min(4, int(5 * score / threshold))
+    else:
+        value = 5 + min(5, int(6 * (score - threshold) / max(1.0 - threshold, 1e-9)))
+    return f"{SCORE_HINT_LETTER}{value}"
 
 
 def threshold_for_recall(labels: np.ndarray, scores: np.ndarray, target_recall: float) -> float:
@@ -265,6 +279,12 @@ class FeatureMatcher:
         features = pair_features(lefts, rights, self.attributes)
         with _one_thread():
             return self.model.predict_proba(features)[:, 1], self.prefilter_model.predict_proba(features)[:, 1]
+
+    def score_hints(
+        self, lefts: Sequence[Mapping[str, object]], rights: Sequence[Mapping[str, object]]
+    ) -> list[str]:
+        """The matcher's P(match) per pair as a student's hint word (:func:`score_hint_word`)."""
+        return [score_hint_word(s, self.f1_threshold) for s in self.predict_proba(lefts, rights)]
 
     def passes_prefilter(
         self, lefts: Sequence[Mapping[str, object]], rights: Sequence[Mapping[str, object]]
@@ -354,15 +374,14 @@ def fit_prefilter(
     if len(set(ty.tolist())) < 2:
         raise ValueError("train pairs: need both matches and non-matches")
     attrs = list(attributes) if attributes is not None else infer_attributes(tl + tr)
-    # Class weights balance the labeled pairs; a random pair weighs as a labeled non-match.
     n_pos, n_neg = int(ty.sum()), int((ty == 0).sum())
-    weight_of = {1: len(ty) / (2 * n_pos), 0: len(ty) / (2 * n_neg)}
     rl, rr = random_cross_pairs(tl, tr, ty, round(random_negatives * len(ty)), seed)
     labeled_x, random_x = pair_features(tl, tr, attrs), pair_features(rl, rr, attrs)
     valid_x = pair_features(vl, vr, attrs)
-    labeled_w = np.where(ty == 1, weight_of[1], weight_of[0])
+    # A random pair weighs as a labeled non-match.
+    labeled_w = _balanced_weights(ty)
     prefilter_x, prefilter_y = np.vstack([labeled_x, random_x]), np.r_[ty, np.zeros(len(rl), dtype=np.int64)]
-    prefilter_w = np.r_[labeled_w, np.full(len(rl), weight_of[0])]
+    prefilter_w = np.r_[labeled_w, np.full(len(rl), labeled_w[ty == 0][0])]
     with _one_thread():
         # Two models on the same features, each fitted to the pairs it decides on: the
         # matcher's verdicts fall on pairs like the labeled ones, while the prefilter sees
@@ -406,6 +425,38 @@ def fit_prefilter(
         target_recall=target_recall,
         valid_metrics=metrics,
     )
+
+
+def out_of_fold_score_hints(
+    matcher: FeatureMatcher, train_pairs: Sequence[Pair], seed: int = 0, folds: int = 5, max_iter: int = 300
+) -> list[str]:
+    """Score hints for the pairs ``matcher`` was fitted on, each from a model fitted on the
+    other folds (the matcher's recipe), binned at the matcher's threshold.
+
+    Why: the matcher's own scores of its training pairs are near-certain and right, so a
+    student trained on them would learn to copy the hint; out-of-fold scores are as
+    reliable on training pairs as the matcher's scores are on new ones (stacking).
+    """
+    lefts, rights, labels = _split(train_pairs, "train pairs")
+    x = pair_features(lefts, rights, matcher.attributes)
+    scores = np.empty(len(labels))
+    n_folds = min(folds, int(labels.sum()), int((labels == 0).sum()))
+    if n_folds < 2:
+        raise ValueError(f"train pairs: {n_folds} fold(s); out-of-fold scores need 2+ matches and non-matches")
+    with _one_thread():
+        split = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed).split(x, labels)
+        for fit_idx, held_idx in split:
+            fold = _classifier(len(fit_idx), seed, max_iter).fit(
+                x[fit_idx], labels[fit_idx], sample_weight=_balanced_weights(labels[fit_idx])
+            )
+            scores[held_idx] = fold.predict_proba(x[held_idx])[:, 1]
+    return [score_hint_word(s, matcher.f1_threshold) for s in scores]
+
+
+def _balanced_weights(labels: np.ndarray) -> np.ndarray:
+    """Per-pair weights under which matches and non-matches weigh the same in total."""
+    n_pos, n_neg = int(labels.sum()), int((labels == 0).sum())
+    return np.where(labels == 1, len(labels) / (2 * n_pos), len(labels) / (2 * n_neg))
 
 
 def random_cross_pairs(

@@ -72,6 +72,8 @@ class ScoringModel:
         student = StudentPredictor.load(uri, device=device, dtype=dtype)
         path = student.prefilter_path
         prefilter = FeatureMatcher.load(path) if path is not None and FeatureMatcher.is_saved(path) else None
+        if prefilter is not None:
+            student.feature_matcher = prefilter  # its score hints, if the student reads them
         return cls(uri=uri, student=student, prefilter=prefilter)
 
     @property
@@ -157,7 +159,9 @@ def score_pairs(
                 pending.append(i)
 
     student = model.student
-    texts, failed = _guarded(lambda rows: [student.serialize(lefts[r], rights[r]) for r in rows], pending)
+    texts, failed = _guarded(
+        lambda rows: student.serialize_pairs([lefts[r] for r in rows], [rights[r] for r in rows]), pending
+    )
     if feature_verdicts is not None:
         threshold = feature_verdicts.f1_threshold if policy.threshold is None else policy.threshold
         probs, failed_p = {i: feature_scores[i] for i in pending if i in texts}, {}

@@ -10,7 +10,9 @@ all ...``: a few of the similarity features (em_spark.features) of each aligned 
 and of the whole records, in tenths, each word led by its feature's letter. A student
 trained from random weights does not learn to compare two records token by token from a
 few thousand pairs (measured: docs/STUDENT.md); with the hints it reads the comparison and
-learns what it means.
+learns what it means. With ``feature_score_hint`` the feature matcher's own P(match) leads
+them as one more word (``SIM m7 title ...``, em_spark.features.score_hint_word): the caller
+passes it, since only the caller holds the matcher.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ class SerializerSettings:
     pair_layout: str = "sequential"
     # Prefix the pair with similarity hints (module docstring).
     similarity_hints: bool = False
+    # Prefix the pair with the feature matcher's score hint (module docstring).
+    feature_score_hint: bool = False
 
     def to_dict(self) -> dict[str, int | str | bool]:
         return {
@@ -42,6 +46,7 @@ class SerializerSettings:
             "max_words_per_record": self.max_words_per_record,
             "pair_layout": self.pair_layout,
             "similarity_hints": self.similarity_hints,
+            "feature_score_hint": self.feature_score_hint,
         }
 
 
@@ -104,15 +109,23 @@ def serialize_pair(
     right: Mapping[str, object],
     order: Sequence[str] | None = None,
     settings: SerializerSettings = SerializerSettings(),
+    score_hint: str | None = None,
 ) -> str:
+    """``score_hint``: the feature matcher's hint word for this pair, required with
+    ``settings.feature_score_hint`` (and ignored without)."""
     names = ordered_attributes(left, order)
     names += [n for n in ordered_attributes(right, order) if n not in set(names)]
     # Hints go first so that truncation to the model's input length never cuts them.
-    prefix = ""
+    hints = []
+    if settings.feature_score_hint:
+        if score_hint is None:
+            raise ValueError("these serializer settings need the feature matcher's score hint (score_hint)")
+        hints.append(score_hint)
     if settings.similarity_hints:
         from em_spark.features import similarity_hints  # features imports this module
 
-        prefix = f"{HINT_WORD} {similarity_hints(left, right, names)} "
+        hints.append(similarity_hints(left, right, names))
+    prefix = f"{HINT_WORD} {' '.join(hints)} " if hints else ""
     if settings.pair_layout == "interleaved":
         lw, rw = _record_words(left, names, settings), _record_words(right, names, settings)
         return prefix + " ".join(

@@ -14,8 +14,10 @@ from em_spark.features import (
     FeatureMatcher,
     feature_names,
     fit_prefilter,
+    out_of_fold_score_hints,
     pair_features,
     random_cross_pairs,
+    score_hint_word,
     threshold_for_f1,
     threshold_for_recall,
 )
@@ -124,3 +126,29 @@ def test_prefilter_settles_random_pairs(matcher):
     rights = [test[i][1] for i in rng.integers(0, len(test), 500)]
     passed = matcher.passes_prefilter(lefts, rights)
     assert passed.mean() < 0.1, passed.mean()  # 1.0 before the prefilter learned random pairs
+
+
+def test_score_hint_words_split_at_the_matchers_threshold():
+    threshold = 0.3
+    words = [score_hint_word(s, threshold) for s in np.linspace(0, 1, 1001)]
+    values = [int(w[1:]) for w in words]
+    assert all(w.startswith("m") for w in words) and values == sorted(values)
+    assert set(values) == set(range(11))
+    # m5 and up exactly where the matcher says match
+    assert all((v >= 5) == (s >= threshold) for v, s in zip(values, np.linspace(0, 1, 1001)))
+    assert score_hint_word(0.2999, threshold) == "m4" and score_hint_word(0.3, threshold) == "m5"
+
+
+def test_out_of_fold_score_hints_follow_the_labels_of_pairs_they_never_saw(matcher):
+    train = demo_pairs("train")
+    hints = out_of_fold_score_hints(matcher, train, seed=0, folds=3)
+    assert len(hints) == len(train)
+    says_match = np.array([int(h[1:]) >= 5 for h in hints])
+    labels = np.array([p[2] for p in train])
+    # every pair scored by a model fitted on the other folds, yet mostly right (the demo
+    # pairs are easy: the matcher's valid F1 is ~1)
+    assert (says_match == labels).mean() > 0.9
+    new = matcher.score_hints([p[0] for p in train[:20]], [p[1] for p in train[:20]])
+    assert len(new) == 20 and all(h[0] == "m" for h in new)
+    with pytest.raises(ValueError, match="fold"):
+        out_of_fold_score_hints(matcher, [p for p in train if p[2] == 0][:10] + [p for p in train if p[2] == 1][:1])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -155,6 +156,17 @@ def test_similarity_hints_prefix_the_pair_with_scores_per_attribute(left, right,
         elif a == b:
             assert scores["ratio"] == scores["token_set"] == "10"
     assert SerializerSettings(**hinted.to_dict()) == hinted
+
+
+def test_feature_score_hint_leads_the_hints_and_is_required():
+    record = {"title": "sony tv", "price": "10"}
+    both = SerializerSettings(similarity_hints=True, feature_score_hint=True)
+    assert serialize_pair(record, record, None, both, "m7").startswith("SIM m7 title r10 s10")
+    only = SerializerSettings(feature_score_hint=True)
+    assert serialize_pair(record, record, None, only, "m2") == "SIM m2 " + serialize_pair(record, record)
+    with pytest.raises(ValueError, match="score hint"):
+        serialize_pair(record, record, None, only)
+    assert SerializerSettings(**both.to_dict()) == both
 
 
 def test_similarity_hints_take_a_100kb_value():

@@ -55,7 +55,7 @@ def _pairs(n: int) -> tuple[list[dict], list[dict], np.ndarray]:
 def test_rationale_policy_is_respected(scoring_model, rationale):
     lefts, rights, _ = _pairs(12)
     student_only = ScoringModel(scoring_model.uri, scoring_model.student, prefilter=None)
-    texts = [student_only.student.serialize(l, r) for l, r in zip(lefts, rights)]
+    texts = student_only.student.serialize_pairs(lefts, rights)
     p = student_only.student.p_match(texts)
     threshold = float(np.median(p))  # half the pairs are "matches"
     band = float(np.abs(p - threshold).max()) / 2
@@ -111,7 +111,7 @@ def test_a_failing_pair_fails_alone(scoring_model, monkeypatch):
 def test_rationales_start_with_the_verdict_they_explain(scoring_model):
     lefts, rights, _ = _pairs(6)
     student = scoring_model.student
-    texts = [student.serialize(l, r) for l, r in zip(lefts, rights)]
+    texts = student.serialize_pairs(lefts, rights)
     for said in ("match", "no_match"):
         outputs = student.generate(texts, max_new_tokens=MAX_NEW_TOKENS, verdict=said)
         assert [parse_verdict(o)[0] for o in outputs] == [said] * len(texts), outputs

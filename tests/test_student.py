@@ -46,6 +46,8 @@ def trained(tmp_path_factory):
     conf = load_config(overrides=[
         "train.max_epochs=4", "train.batch_size=8", "train.eval_every_steps=4", "train.patience=10",
         "train.budget_minutes=2", "train.threads=1", "train.max_target_tokens=24", "train.warmup_steps=2",
+        # the training loop alone, on hand-serialized pairs (the score hint needs a fitted matcher)
+        "train.feature_score_hint=false",
     ]).train
     settings = serializer_settings(conf)
     train_pairs, valid_pairs = _pairs("train", 32), _pairs("valid", 16)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from datetime import datetime
 from pathlib import Path
 
@@ -62,7 +63,8 @@ def test_train_job_logs_registers_and_loads_by_uri(spark, lake_root, tmp_path):
         lake_root,
         ingest={"left": {"path": str(DEMO_DATA / "tableA.csv")}, "right": {"path": str(DEMO_DATA / "tableB.csv")},
                 "labels": labels},
-        train={"max_epochs": 2, "batch_size": 8, "budget_minutes": 0.25, "threads": 1, "max_target_tokens": 24},
+        train={"max_epochs": 2, "batch_size": 8, "budget_minutes": 0.25, "threads": 1, "max_target_tokens": 24,
+               "feature_score_hint": True},
     )
     lake = Lakehouse.from_config(spark, config)
     run_job("ingest", config, lake)
@@ -89,9 +91,11 @@ def test_train_job_logs_registers_and_loads_by_uri(spark, lake_root, tmp_path):
     chosen = "features" if metrics["prefilter_f1"] > metrics["best_valid_f1"] else "student"
     assert predictor.verdict_by == run.checks["verdict_by"] == logged.data.tags["verdict_by"] == chosen
     left = {"name": "arnie morton's of chicago", "addr": "435 s. la cienega blv.", "city": "los angeles"}
-    text = predictor.serialize(left, dict(left))
-    # similarity hints first (identical records: every string score 10), then the pair
-    assert text.startswith("SIM name r10 s10") and " Entity A: COL name VAL arnie" in text
+    (text,) = predictor.serialize_pairs([left], [dict(left)])
+    # the feature matcher's score hint (read from the matcher saved with the model), the
+    # similarity hints (identical records: every string score 10), then the pair
+    assert predictor.settings.feature_score_hint
+    assert re.match(r"SIM m(\d|10) name r10 s10 ", text) and " Entity A: COL name VAL arnie" in text
     p = predictor.p_match([text])[0]
     assert 0.0 <= p <= 1.0
     pyfunc = mlflow.pyfunc.load_model(uri)

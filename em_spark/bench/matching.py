@@ -121,32 +121,39 @@ def run_features(train: MatchingDataset, test: MatchingDataset, seed: int) -> di
 def run_student(
     train: MatchingDataset, test: MatchingDataset, conf: Any, work_dir: Path
 ) -> dict[str, Any]:
+    from em_spark.features import fit_prefilter
     from em_spark.serialize import serialize_pair, serialize_record
     from em_spark.student.inference import StudentPredictor
-    from em_spark.student.training import PairExample, serializer_settings, train_student
+    from em_spark.student.training import PairExample, serializer_settings, train_student, training_score_hints
 
     settings = serializer_settings(conf)
 
-    def examples(pairs: Sequence[LabeledPair], explanations: Sequence[str | None]) -> list[PairExample]:
+    def examples(
+        pairs: Sequence[LabeledPair], explanations: Sequence[str | None], hints: Sequence[str | None]
+    ) -> list[PairExample]:
         return [
-            PairExample(serialize_pair(p.left, p.right, None, settings), p.label, e)
-            for p, e in zip(pairs, explanations)
+            PairExample(serialize_pair(p.left, p.right, None, settings, h), p.label, e)
+            for p, e, h in zip(pairs, explanations, hints)
         ]
 
     t0 = time.monotonic()
+    triples = {s: [(p.left, p.right, p.label) for p in train.splits[s]] for s in ("train", "valid")}
+    matcher = fit_prefilter(triples["train"], triples["valid"], seed=conf.seed) if conf.feature_score_hint else None
+    train_hints, valid_hints = training_score_hints(conf, matcher, triples["train"], triples["valid"])
     explanations = explain(train.splits["train"], conf.teacher)
     # The tokenizer sees the same texts in every mode (records + explanations), so BL and
     # EA runs share one vocabulary.
     corpus = [serialize_record(r, None, settings) for r in train.records] + explanations
-    train_ex = examples(train.splits["train"], explanations)
-    valid_ex = examples(train.splits["valid"], [None] * len(train.splits["valid"]))
+    train_ex = examples(train.splits["train"], explanations, train_hints)
+    valid_ex = examples(train.splits["valid"], [None] * len(train.splits["valid"]), valid_hints)
     result = train_student(train_ex, valid_ex, conf, corpus, work_dir)
     train_s = time.monotonic() - t0
     predictor = StudentPredictor(
         result.model, result.tokenizer, result.threshold, settings, None, conf.max_input_tokens
     )
+    predictor.feature_matcher = matcher
     pairs = test.splits["test"]
-    texts = [predictor.serialize(p.left, p.right) for p in pairs]
+    texts = predictor.serialize_pairs([p.left for p in pairs], [p.right for p in pairs])
     t1 = time.monotonic()
     scores = predictor.p_match(texts, batch_size=conf.eval_batch_size)
     test_s = time.monotonic() - t1
@@ -166,6 +173,8 @@ def run_student(
         "positive_weight": result.positive_weight,
         "parameters": result.parameters,
         "sample_outputs": samples,
+        "feature_score_hint": conf.feature_score_hint,
+        "sample_inputs": texts[:SAMPLE_RATIONALES],
     }
 
 

@@ -64,7 +64,7 @@ def train_preset(preset: str, dataset: Any, prefilter: FeatureMatcher, minutes: 
     from em_spark.serialize import serialize_pair, serialize_record
     from em_spark.student.inference import save_student
     from em_spark.student.job import choose_verdict_model
-    from em_spark.student.training import PairExample, serializer_settings, train_student
+    from em_spark.student.training import PairExample, serializer_settings, train_student, training_score_hints
 
     conf = load_config(
         overrides=[f"train.model={preset}", f"train.budget_minutes={minutes}", f"train.seed={seed}", "train.max_epochs=3"]
@@ -73,8 +73,14 @@ def train_preset(preset: str, dataset: Any, prefilter: FeatureMatcher, minutes: 
     train, valid = dataset.splits["train"], dataset.splits["valid"][:300]
     explanations = explain(train, "rules")
     corpus = [serialize_record(r, None, settings) for r in dataset.records] + explanations
-    examples = [PairExample(serialize_pair(p.left, p.right, None, settings), p.label, e) for p, e in zip(train, explanations)]
-    valid_ex = [PairExample(serialize_pair(p.left, p.right, None, settings), p.label) for p in valid]
+    train_hints, valid_hints = training_score_hints(
+        conf, prefilter, [(p.left, p.right, p.label) for p in train], [(p.left, p.right, p.label) for p in valid]
+    )
+    examples = [
+        PairExample(serialize_pair(p.left, p.right, None, settings, h), p.label, e)
+        for p, e, h in zip(train, explanations, train_hints)
+    ]
+    valid_ex = [PairExample(serialize_pair(p.left, p.right, None, settings, h), p.label) for p, h in zip(valid, valid_hints)]
     result = train_student(examples, valid_ex, conf, corpus, out_dir / "work")
     verdict_by = choose_verdict_model(conf.verdict_by, result.valid_f1, prefilter)
     save_student(result.model, result.tokenizer, out_dir, result.threshold, settings, None,
@@ -90,7 +96,7 @@ def measure(model: ScoringModel, pairs: Sequence[LabeledPair], test: Sequence[La
     policy = ScoringPolicy("matches", max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
 
     t0 = time.monotonic()
-    texts = [student.serialize(l, r) for l, r in zip(lefts, rights)]
+    texts = student.serialize_pairs(lefts, rights)
     generated = student.generate(texts, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
     t_a = time.monotonic() - t0
     verdict_a = [parse_verdict(g)[0] for g in generated]
@@ -111,7 +117,7 @@ def measure(model: ScoringModel, pairs: Sequence[LabeledPair], test: Sequence[La
     t_deployed = time.monotonic() - t0
 
     # The scoring dtype (auto: bf16 on a CPU with bf16 hardware) against float32.
-    texts_b = [student.serialize(l, r) for l, r in zip(lefts, rights)]
+    texts_b = student.serialize_pairs(lefts, rights)
     fp32 = StudentPredictor.load(model.uri, device="cpu", dtype="float32")
     t0 = time.monotonic()
     p_fp32 = fp32.p_match(texts_b, batch_size=args.batch_size)
@@ -126,7 +132,7 @@ def measure(model: ScoringModel, pairs: Sequence[LabeledPair], test: Sequence[La
     # verdict-first mechanism from the threshold choice.
     agreement_at_half = float(np.mean([a == ("match" if p >= 0.5 else "no_match") for a, p in zip(verdict_a, out_b["p_match"])]))
     pos = [p for p in test if p.label == 1]
-    p_student = student.p_match([student.serialize(p.left, p.right) for p in pos], batch_size=args.batch_size)
+    p_student = student.p_match(student.serialize_pairs([p.left for p in pos], [p.right for p in pos]), batch_size=args.batch_size)
     passes = model.prefilter.passes_prefilter([p.left for p in pos], [p.right for p in pos])
     recall_student = float(np.mean(p_student >= student.threshold))
     recall_both = float(np.mean((p_student >= student.threshold) & passes))

@@ -165,6 +165,7 @@ class StudentPredictor:
         self.extra = dict(extra or {})
         # The similarity-feature prefilter saved with this model (em_spark.features), if any.
         self.prefilter_path = prefilter_path
+        self._feature_matcher: Any = None
         self.match_id, self.no_match_id = label_start_ids(tokenizer)
         self.decoder_start_id = int(model.config.decoder_start_token_id)
 
@@ -192,8 +193,33 @@ class StudentPredictor:
             prefilter_path=prefilter if (prefilter := folder.parent / PREFILTER_DIR).is_dir() else None,
         )
 
-    def serialize(self, left: Mapping, right: Mapping) -> str:
-        return serialize_pair(left, right, self.attributes, self.settings)
+    @property
+    def feature_matcher(self) -> Any:
+        """The similarity-feature matcher saved with this model (loaded on first use)."""
+        if self._feature_matcher is None:
+            from em_spark.features import FeatureMatcher
+
+            if self.prefilter_path is None or not FeatureMatcher.is_saved(self.prefilter_path):
+                raise InputError(
+                    "this student was trained with the feature score hint but no feature matcher "
+                    f"({PREFILTER_DIR}/) was saved with it"
+                )
+            self._feature_matcher = FeatureMatcher.load(self.prefilter_path)
+        return self._feature_matcher
+
+    @feature_matcher.setter
+    def feature_matcher(self, matcher: Any) -> None:
+        self._feature_matcher = matcher
+
+    def serialize_pairs(self, lefts: Sequence[Mapping], rights: Sequence[Mapping]) -> list[str]:
+        """Each pair as the model was trained to read it (its feature score hint included)."""
+        hints: Sequence[str | None] = [None] * len(lefts)
+        if self.settings.feature_score_hint and len(lefts):
+            hints = self.feature_matcher.score_hints(lefts, rights)
+        return [
+            serialize_pair(left, right, self.attributes, self.settings, hint)
+            for left, right, hint in zip(lefts, rights, hints)
+        ]
 
     def _batches(self, texts: Sequence[str], batch_size: int) -> Iterator[tuple[np.ndarray, dict]]:
         """Tokenized batches in input-length order (less padding); yields original indices."""

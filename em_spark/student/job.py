@@ -23,7 +23,7 @@ from em_spark.runs import Run
 from em_spark.serialize import serialize_pair, serialize_record
 from em_spark.student.inference import PREFILTER_DIR, save_student
 from em_spark.student.tracking import log_student, use_tracking
-from em_spark.student.training import PairExample, serializer_settings, train_student
+from em_spark.student.training import PairExample, serializer_settings, train_student, training_score_hints
 from em_spark.tables import Lakehouse
 
 log = logging.getLogger(__name__)
@@ -95,17 +95,29 @@ def run_train(lake: Lakehouse, config: Config, run: Run) -> None:
     attributes = config.attributes or infer_attributes(records)
     settings = serializer_settings(conf)
 
-    def examples(part: list[dict[str, Any]]) -> list[PairExample]:
+    def triples(part: list[dict[str, Any]]) -> list[tuple]:
+        return [(r["left_attributes"], r["right_attributes"], int(r["label"])) for r in part]
+
+    # The feature model first: the student's score hints (train.feature_score_hint) come from it.
+    features = None
+    if conf.prefilter:
+        features = fit_prefilter(
+            triples(train_rows), triples(valid_rows), attributes,
+            target_recall=conf.prefilter_recall, seed=conf.seed,
+        )
+    train_hints, valid_hints = training_score_hints(conf, features, triples(train_rows), triples(valid_rows))
+
+    def examples(part: list[dict[str, Any]], hints: list[str | None]) -> list[PairExample]:
         return [
             PairExample(
-                serialize_pair(r["left_attributes"], r["right_attributes"], attributes, settings),
+                serialize_pair(r["left_attributes"], r["right_attributes"], attributes, settings, hint),
                 int(r["label"]),
                 r["explanation"],
             )
-            for r in part
+            for r, hint in zip(part, hints)
         ]
 
-    train_ex, valid_ex = examples(train_rows), examples(valid_rows)
+    train_ex, valid_ex = examples(train_rows, train_hints), examples(valid_rows, valid_hints)
     extra_records = [r["attributes"] for r in lake.read("records").select("attributes").limit(TOKENIZER_RECORDS).collect()]
     corpus = [serialize_record(r, attributes, settings) for r in records + extra_records]
     corpus += [e.explanation for e in train_ex if e.explanation]
@@ -138,15 +150,7 @@ def run_train(lake: Lakehouse, config: Config, run: Run) -> None:
             "label_only_fallbacks": float(result.label_only_fallbacks),
             "positive_weight": result.positive_weight, "parameters": float(result.parameters),
         }
-        features = None
-        if conf.prefilter:
-            def triples(part: list[dict[str, Any]]) -> list[tuple]:
-                return [(r["left_attributes"], r["right_attributes"], int(r["label"])) for r in part]
-
-            features = fit_prefilter(
-                triples(train_rows), triples(valid_rows), attributes,
-                target_recall=conf.prefilter_recall, seed=conf.seed,
-            )
+        if features is not None:
             summary.update({f"prefilter_{k}": v for k, v in features.valid_metrics.items()})
             summary["prefilter_threshold"] = features.prefilter_threshold
         verdict_by = choose_verdict_model(conf.verdict_by, result.valid_f1, features)

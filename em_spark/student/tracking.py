@@ -39,10 +39,10 @@ class StudentPyfunc(mlflow.pyfunc.PythonModel):
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         if {"left", "right"} <= set(model_input.columns):
-            texts = [
-                self.predictor.serialize(_as_record(left), _as_record(right))
-                for left, right in zip(model_input["left"], model_input["right"])
-            ]
+            texts = self.predictor.serialize_pairs(
+                [_as_record(left) for left in model_input["left"]],
+                [_as_record(right) for right in model_input["right"]],
+            )
         elif "text" in model_input.columns:
             texts = model_input["text"].astype(str).tolist()
         else:

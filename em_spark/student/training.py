@@ -29,7 +29,7 @@ import torch
 
 from em_spark.config import TrainConf
 from em_spark.errors import InputError
-from em_spark.features import threshold_for_f1
+from em_spark.features import FeatureMatcher, Pair, out_of_fold_score_hints, threshold_for_f1
 from em_spark.serialize import SerializerSettings
 from em_spark.student.inference import MATCH_TEXT, NO_MATCH_TEXT, StudentPredictor, pad_batch, pick_device
 from em_spark.student.presets import load_base_model
@@ -72,7 +72,21 @@ def serializer_settings(conf: TrainConf) -> SerializerSettings:
         max_words_per_record=conf.max_words_per_record,
         pair_layout=conf.pair_layout,
         similarity_hints=conf.similarity_hints,
+        feature_score_hint=conf.feature_score_hint,
     )
+
+
+def training_score_hints(
+    conf: TrainConf, matcher: FeatureMatcher | None, train_pairs: Sequence[Pair], valid_pairs: Sequence[Pair]
+) -> tuple[list[str | None], list[str | None]]:
+    """The feature score hints of the train pairs (out of fold) and of the valid pairs, for
+    ``serialize_pair``; all None without ``train.feature_score_hint``."""
+    if not conf.feature_score_hint:
+        return [None] * len(train_pairs), [None] * len(valid_pairs)
+    if matcher is None:
+        raise InputError("train.feature_score_hint needs the fitted feature matcher (train.prefilter)")
+    valid = matcher.score_hints([p[0] for p in valid_pairs], [p[1] for p in valid_pairs])
+    return list(out_of_fold_score_hints(matcher, train_pairs, conf.seed)), list(valid)
 
 
 def build_targets(
