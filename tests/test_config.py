@@ -37,9 +37,7 @@ def test_conflicting_settings_are_named():
         load_config(base={"train": {"verdict_by": "features", "prefilter": False}})
     with pytest.raises(ConfigError, match=r"train\.feature_score_hint: true needs train\.prefilter: true"):
         load_config(base={"train": {"feature_score_hint": True, "prefilter": False}})
-    # left unset, the score hint follows the prefilter (it reads the prefilter's matcher)
-    assert load_config().train.feature_score_hint is True
-    assert load_config(base={"train": {"prefilter": False}}).train.feature_score_hint is False
+    assert load_config().train.feature_score_hint is False  # opt-in
 
 
 def test_missing_file_and_bad_override():

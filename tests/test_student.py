@@ -13,7 +13,8 @@ import pytest
 from em_spark.config import load_config
 from em_spark.serialize import serialize_pair, serialize_record
 from em_spark.student.inference import StudentPredictor, label_start_ids, parse_verdict, save_student
-from em_spark.features import HINT_VOCABULARY
+from em_spark.errors import InputError
+from em_spark.features import HINT_VOCABULARY, fit_prefilter
 from em_spark.student.presets import build_preset
 from em_spark.student.training import (
     PairExample,
@@ -21,6 +22,7 @@ from em_spark.student.training import (
     learning_rate_factor,
     serializer_settings,
     train_student,
+    training_score_hints,
 )
 from em_spark.teacher.rules import explain_pair
 from tests.conftest import DEMO_DATA
@@ -165,3 +167,19 @@ def test_auto_dtype_is_bf16_only_where_the_cpu_computes_it(monkeypatch):
     monkeypatch.setattr(inference, "cpu_has_native_bf16", lambda: False)
     assert inference.pick_dtype(None, cpu) == torch.float32
     assert inference.pick_dtype("float32", cpu) == torch.float32
+
+
+def test_training_score_hints_are_out_of_fold_and_need_both_labels_twice():
+    conf = load_config().train
+    every = _pairs("train", 10_000)
+    train = [p for p in every if p[2] == 1][:20] + [p for p in every if p[2] == 0][:40]
+    valid = _pairs("valid", 10_000)[-30:] + _pairs("valid", 10)
+    matcher = fit_prefilter(train, valid)
+    train_hints, valid_hints = training_score_hints(conf, matcher, train, valid)
+    assert len(train_hints) == len(train) and len(valid_hints) == len(valid)
+    assert valid_hints == matcher.score_hints([p[0] for p in valid], [p[1] for p in valid])
+    off = load_config(overrides=["train.feature_score_hint=false"]).train
+    assert training_score_hints(off, matcher, train, valid) == ([None] * len(train), [None] * len(valid))
+    one_match = [p for p in train if p[2] == 0][:10] + [p for p in train if p[2] == 1][:1]
+    with pytest.raises(InputError, match="1 matching and 10 non-matching"):
+        training_score_hints(conf, matcher, one_match, valid)

@@ -85,6 +85,12 @@ def training_score_hints(
         return [None] * len(train_pairs), [None] * len(valid_pairs)
     if matcher is None:
         raise InputError("train.feature_score_hint needs the fitted feature matcher (train.prefilter)")
+    n_pos = sum(1 for p in train_pairs if p[2] == 1)
+    if min(n_pos, len(train_pairs) - n_pos) < 2:
+        raise InputError(
+            f"train.feature_score_hint: {n_pos} matching and {len(train_pairs) - n_pos} non-matching train "
+            "pairs; out-of-fold score hints need at least 2 of each (or set train.feature_score_hint: false)"
+        )
     valid = matcher.score_hints([p[0] for p in valid_pairs], [p[1] for p in valid_pairs])
     return list(out_of_fold_score_hints(matcher, train_pairs, conf.seed)), list(valid)
 
