@@ -170,7 +170,7 @@ def test_auto_dtype_is_bf16_only_where_the_cpu_computes_it(monkeypatch):
 
 
 def test_training_score_hints_are_out_of_fold_and_need_both_labels_twice():
-    conf = load_config().train
+    conf = load_config(overrides=["train.prefilter=true", "train.feature_score_hint=true"]).train
     every = _pairs("train", 10_000)
     train = [p for p in every if p[2] == 1][:20] + [p for p in every if p[2] == 0][:40]
     valid = _pairs("valid", 10_000)[-30:] + _pairs("valid", 10)
@@ -178,7 +178,7 @@ def test_training_score_hints_are_out_of_fold_and_need_both_labels_twice():
     train_hints, valid_hints = training_score_hints(conf, matcher, train, valid)
     assert len(train_hints) == len(train) and len(valid_hints) == len(valid)
     assert valid_hints == matcher.score_hints([p[0] for p in valid], [p[1] for p in valid])
-    off = load_config(overrides=["train.feature_score_hint=false"]).train
+    off = load_config().train
     assert training_score_hints(off, matcher, train, valid) == ([None] * len(train), [None] * len(valid))
     one_match = [p for p in train if p[2] == 0][:10] + [p for p in train if p[2] == 1][:1]
     with pytest.raises(InputError, match="1 matching and 10 non-matching"):
