@@ -40,14 +40,16 @@ DEEPBLOCKER = {"Textual-Abt-Buy": "87.2% (21.6k cand.)", "Structured-Amazon-Goog
 
 def markdown(results: list[dict]) -> str:
     lines = [
-        "| dataset | PC | cand./left | candidates | RR | s | baseline PC k=5/10/20 | DeepBlocker |",
-        "|---|---:|---:|---:|---:|---:|---|---|",
+        "| dataset | PC | PC valid / test | cand./left | candidates | RR | s | baseline PC k=5/10/20 | DeepBlocker |",
+        "|---|---:|---|---:|---:|---:|---:|---|---|",
     ]
     for r in results:
         b = r.get("baseline", {})
         base = " / ".join(str(b[f"k{k}"]["pair_completeness"]) for k in (5, 10, 20)) if b else ""
+        by_split = r.get("pair_completeness_by_split", {})
+        held_out = " / ".join(f"{by_split[s]:.3f}" for s in ("valid", "test") if s in by_split)
         lines.append(
-            f"| {r['dataset']}{' (dedupe)' if r['mode'] == 'dedupe' else ''} | {r['pair_completeness']:.3f} | "
+            f"| {r['dataset']}{' (dedupe)' if r['mode'] == 'dedupe' else ''} | {r['pair_completeness']:.3f} | {held_out} | "
             f"{r['candidates_per_left']:.1f} | {r['candidates']} | {r['reduction_ratio']:.4f} | {r['seconds']:.0f} | "
             f"{base} | {DEEPBLOCKER.get(r['dataset'], '')} |"
         )

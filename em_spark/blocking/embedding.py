@@ -10,11 +10,13 @@ quadratic: meant for tables of up to some hundred thousand records.
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from em_spark.blocking import text
@@ -41,14 +43,17 @@ def model_location(name: str) -> str:
 
 
 def load_model(name: str) -> Any:
-    """The sentence-transformers model, loaded once per process."""
-    if name not in _MODELS:
+    """The sentence-transformers model, loaded once per process (and again when its
+    folder was rewritten, e.g. by a new fine-tuning: Python workers outlive a job)."""
+    folder = Path(name)
+    key = f"{name}@{max(f.stat().st_mtime_ns for f in folder.iterdir())}" if folder.is_dir() else name
+    if key not in _MODELS:
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError as exc:
             raise ConfigError("block.embedding: install the extra: pip install 'em-spark[embeddings]'") from exc
-        _MODELS[name] = SentenceTransformer(model_location(name), device="cpu")
-    return _MODELS[name]
+        _MODELS[key] = SentenceTransformer(model_location(name), device="cpu")
+    return _MODELS[key]
 
 
 def _embedder(model: str, batch_size: int) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
@@ -90,31 +95,46 @@ def _searcher(k: int, exclude_self: bool) -> Callable[[pd.DataFrame, pd.DataFram
     return search
 
 
+def record_text(attributes: list[str] | None, exclude: list[str]) -> Column:
+    """A record's text for the encoder: its attribute values joined by spaces."""
+    return F.array_join(text.attribute_values(F.col("attributes"), attributes, exclude), " ")
+
+
 def embedding_topk(prep: "Prepared", conf: EmbeddingBlockConf) -> DataFrame:
     """Pairs (left_id, right_id): each query record's k nearest by embedding cosine."""
     from em_spark.blocking.core import LEFT, RIGHT, _oriented
 
-    values = text.attribute_values(F.col("attributes"), conf.attributes, prep.exclude)
-    texts = prep.rec.select("source", "rid", "is_new", F.array_join(values, " ").alias("text"))
+    texts = prep.rec.select("source", "rid", "is_new", record_text(conf.attributes, prep.exclude).alias("text"))
     schema = "source string, rid string, is_new boolean, vec array<float>"
     vectors = texts.mapInPandas(_embedder(conf.model, conf.batch_size), schema).localCheckpoint()
     if prep.mode == "link":
-        queries, candidates = vectors.where(F.col("source") == LEFT), vectors.where(F.col("source") == RIGHT)
+        left, right = vectors.where(F.col("source") == LEFT), vectors.where(F.col("source") == RIGHT)
+        directions = [(left, right, conf.k, False)]
+        if conf.both_sides and prep.n_right:
+            directions.append((right, left, math.ceil(conf.k * prep.n_left / prep.n_right), True))
     else:
-        queries = candidates = vectors
-    jobs = [(queries, candidates)]
-    if prep.involving:
-        jobs = [(queries.where("is_new"), candidates), (queries.where("NOT is_new"), candidates.where("is_new"))]
+        directions = [(vectors, vectors, conf.k, False)]
     out = None
-    for q, c in jobs:
-        q = q.withColumn("g", F.pmod(F.xxhash64("rid"), F.lit(conf.query_groups)))
-        # Fresh column ids: queries and candidates may be the same DataFrame (dedupe).
-        c = c.select(*[F.col(name).alias(name) for name in ("source", "rid", "is_new", "vec")])
-        copies = c.crossJoin(q.sparkSession.range(conf.query_groups).select(F.col("id").alias("g")))
-        part = (
-            q.groupBy("g")
-            .cogroup(copies.groupBy("g"))
-            .applyInPandas(_searcher(conf.k, prep.mode == "dedupe"), "rid_l string, rid_r string, score double")
-        )
-        out = part if out is None else out.unionByName(part)
+    for queries, candidates, k, reverse in directions:
+        jobs = [(queries, candidates)]
+        if prep.involving:
+            jobs = [(queries.where("is_new"), candidates), (queries.where("NOT is_new"), candidates.where("is_new"))]
+        for q, c in jobs:
+            part = _search(q, c, k, prep.mode == "dedupe", conf.query_groups)
+            if reverse:  # the queries were right records
+                part = part.select(F.col("rid_r").alias("rid_l"), F.col("rid_l").alias("rid_r"), "score")
+            out = part if out is None else out.unionByName(part)
     return _oriented(out, prep).distinct()
+
+
+def _search(queries: DataFrame, candidates: DataFrame, k: int, exclude_self: bool, groups: int) -> DataFrame:
+    """(rid_l, rid_r, score): each query's k nearest candidates, exactly."""
+    q = queries.withColumn("g", F.pmod(F.xxhash64("rid"), F.lit(groups)))
+    # Fresh column ids: queries and candidates may be the same DataFrame (dedupe).
+    c = candidates.select(*[F.col(name).alias(name) for name in ("source", "rid", "is_new", "vec")])
+    copies = c.crossJoin(q.sparkSession.range(groups).select(F.col("id").alias("g")))
+    return (
+        q.groupBy("g")
+        .cogroup(copies.groupBy("g"))
+        .applyInPandas(_searcher(k, exclude_self), "rid_l string, rid_r string, score double")
+    )

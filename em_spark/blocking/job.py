@@ -8,6 +8,7 @@ from pathlib import Path
 from pyspark.sql import functions as F
 
 from em_spark.blocking.core import plan_blocking
+from em_spark.blocking.encoder import with_learned_encoder
 from em_spark.blocking.report import blocking_report, gold_pairs, write_report
 from em_spark.config import Config
 from em_spark.runs import Run
@@ -18,7 +19,13 @@ log = logging.getLogger(__name__)
 
 def run_block(lake: Lakehouse, config: Config, run: Run) -> None:
     lake.require("records")
-    plan = plan_blocking(lake.read("records"), config.block, config.mode)
+    records = lake.read("records")
+    labels = lake.read("labels") if lake.exists("labels") else None
+    conf, encoder = with_learned_encoder(records, labels, config.block, config.mode)
+    if encoder is not None:
+        run.count("encoder_pairs", encoder["pairs"])
+        run.check("encoder", f"{encoder['output']} ({encoder['steps']} steps, {encoder['seconds']} s)")
+    plan = plan_blocking(records, conf, config.mode)
     candidates = plan.candidates.withColumn("run_id", F.lit(run.run_id)).cache()
     try:
         n = candidates.count()
