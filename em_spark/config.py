@@ -155,6 +155,9 @@ class EncoderFineTuneConf(Section):
     enabled: bool = False
     split: str = "train"  # the labels' split to learn from; the others stay held out
     epochs: float = Field(default=1.0, gt=0)
+    # Small label sets get more passes: one epoch of Structured-Beer's 40 train matches is
+    # a single step, which leaves the encoder where it started.
+    min_steps: int = Field(default=20, ge=1)
     batch_size: int = Field(default=32, ge=2)
     learning_rate: float = Field(default=3e-5, gt=0)
     # Tokens per record text: enough for a title and the start of the next attribute.

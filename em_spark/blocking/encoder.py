@@ -81,7 +81,7 @@ def fine_tune_encoder(examples: list[tuple[str, str, str, int]], conf: BlockConf
     model.max_seq_length = tune.max_seq_length
     optimizer = torch.optim.AdamW(model.parameters(), lr=tune.learning_rate)
     batch = min(tune.batch_size, len(positives))
-    steps = max(1, round(tune.epochs * len(positives) / batch))
+    steps = max(tune.min_steps, round(tune.epochs * len(positives) / batch))
 
     def embed(texts: list[str]) -> Any:
         features = model.preprocess(texts)
