@@ -292,6 +292,24 @@ class TeachConf(Section):
     vllm: VllmBackendConf = Field(default_factory=VllmBackendConf)
 
 
+class PretrainConf(Section):
+    """Span-corruption pretraining of the student on the unlabeled records before
+    fine-tuning (em_spark/student/pretraining.py; docs/STUDENT.md)."""
+
+    # Wall-clock budget; 0 turns pretraining off. It comes before, not out of,
+    # train.budget_minutes.
+    minutes: float = Field(default=0.0, ge=0)
+    max_epochs: int = Field(default=20, ge=1)
+    # T5's objective: 15% of the tokens, in spans of 3 on average, each span replaced by
+    # one sentinel; the target lists the spans.
+    noise_density: float = Field(default=0.15, gt=0, lt=1)
+    mean_span_length: float = Field(default=3.0, ge=1)
+    max_tokens: int = Field(default=128, ge=8)
+    batch_size: int = Field(default=32, ge=1)
+    learning_rate: float = Field(default=1e-3, gt=0)
+    warmup_steps: int = Field(default=20, ge=0)
+
+
 class TrainConf(Section):
     """The student (em_spark.student; docs/STUDENT.md)."""
 
@@ -355,6 +373,7 @@ class TrainConf(Section):
     # every rationale). Recorded in the model's metadata and in MLflow.
     verdict_by: Literal["auto", "student", "features"] = "auto"
     register_model: bool = True
+    pretrain: PretrainConf = Field(default_factory=PretrainConf)
 
     @model_validator(mode="after")
     def _features_need_prefilter(self) -> "TrainConf":

@@ -15,11 +15,12 @@ from em_spark.serialize import serialize_pair, serialize_record
 from em_spark.student.inference import StudentPredictor, label_start_ids, parse_verdict, save_student
 from em_spark.errors import InputError
 from em_spark.features import HINT_VOCABULARY, fit_prefilter
+from em_spark.student.optim import learning_rate_factor
 from em_spark.student.presets import build_preset
+from em_spark.student.pretraining import corrupt_spans, noise_mask, sentinel_ids
 from em_spark.student.training import (
     PairExample,
     build_targets,
-    learning_rate_factor,
     serializer_settings,
     train_student,
     training_score_hints,
@@ -127,6 +128,51 @@ def test_short_training_lowers_loss(trained):
     assert losses[-1] < 0.7 * losses[0]
     assert 0.0 <= result.threshold <= 1.0 and result.valid_f1 >= 0.0
     assert result.stopped_by in {"max_epochs", "early_stopping", "budget"}
+
+
+def test_span_corruption_hides_spans_behind_sentinels_and_lists_them_in_the_target():
+    rng = np.random.default_rng(0)
+    for length in (2, 3, 10, 40, 127):
+        for _ in range(20):
+            mask = noise_mask(length, 0.15, 3.0, 100, rng)
+            assert 1 <= mask.sum() < length and not mask[0]  # some noise, a clean start
+            assert mask.sum() == min(max(round(0.15 * length), 1), length - 1)
+    ids = list(range(1000, 1040))
+    sentinels = [10, 11, 12, 13, 14, 15, 16, 17, 18, 19]
+    for _ in range(20):
+        mask = noise_mask(len(ids), 0.3, 2.0, len(sentinels), rng)
+        inputs, target = corrupt_spans(ids, mask, sentinels, eos_id=1)
+        assert inputs[-1] == target[-1] == 1
+        spans = int((mask[1:] & ~mask[:-1]).sum())
+        assert 1 <= spans <= len(sentinels) and len(inputs) == len(ids) - mask.sum() + spans + 1
+        # the input with each sentinel replaced by its span from the target is the original
+        fills, current = {}, None
+        for token in target[:-1]:
+            if token in sentinels:
+                current = fills.setdefault(token, [])
+            else:
+                current.append(token)
+        assert [t for token in inputs[:-1] for t in fills.get(token, [token])] == ids
+
+
+def test_pretraining_runs_before_fine_tuning_and_lowers_its_loss(tmp_path):
+    conf = load_config(overrides=[
+        "train.max_epochs=1", "train.batch_size=8", "train.threads=1", "train.max_target_tokens=8",
+        "train.mode=label_only", "train.feature_score_hint=false",
+        "train.pretrain.minutes=1", "train.pretrain.max_epochs=3", "train.pretrain.warmup_steps=2",
+        "train.pretrain.batch_size=16",
+    ]).train
+    settings = serializer_settings(conf)
+    examples = [PairExample(serialize_pair(l, r, None, settings), y) for l, r, y in _pairs("train", 16)]
+    corpus = [serialize_record(r) for r in list(_table("tableA.csv").values())[:160]]
+    result = train_student(examples, examples[:8], conf, corpus, tmp_path)
+    pre = result.pretrain
+    assert pre is not None and pre.sequences == 160 and pre.steps == 30 and pre.epochs == 3.0
+    assert pre.last_loss < 0.8 * pre.first_loss
+    assert result.steps == 2 and result.history  # then fine-tuning ran, on its own budget
+    assert len(sentinel_ids(result.tokenizer)) == 100
+    with pytest.raises(InputError, match="no sentinel tokens"):
+        sentinel_ids(type("NoSentinels", (), {"get_vocab": lambda self: {"a": 0}})())
 
 
 def test_p_match_agrees_with_first_generated_word(trained, tmp_path):

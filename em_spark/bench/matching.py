@@ -19,7 +19,7 @@ import random
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +172,7 @@ def run_student(
         "label_only_fallbacks": result.label_only_fallbacks,
         "positive_weight": result.positive_weight,
         "parameters": result.parameters,
+        "pretrain": asdict(result.pretrain) if result.pretrain else None,
         "sample_outputs": samples,
         "feature_score_hint": conf.feature_score_hint,
         "sample_inputs": texts[:SAMPLE_RATIONALES],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -135,7 +136,9 @@ def run_train(lake: Lakehouse, config: Config, run: Run) -> None:
     with tempfile.TemporaryDirectory(prefix="em-train-") as work, mlflow.start_run(
         experiment_id=experiment_id, run_name=f"train-{run.run_id[:8]}"
     ) as mlrun:
-        mlflow.log_params({f"train.{k}": v for k, v in conf.model_dump().items()})
+        params = conf.model_dump(exclude={"pretrain"})
+        params.update({f"pretrain.{k}": v for k, v in conf.pretrain.model_dump().items()})
+        mlflow.log_params({f"train.{k}": v for k, v in params.items()})
         mlflow.log_params({
             "em_run_id": run.run_id, "mode_link_or_dedupe": config.mode, "attributes": ",".join(attributes),
             "train_pairs": len(train_ex), "valid_pairs": len(valid_ex),
@@ -150,6 +153,8 @@ def run_train(lake: Lakehouse, config: Config, run: Run) -> None:
             "label_only_fallbacks": float(result.label_only_fallbacks),
             "positive_weight": result.positive_weight, "parameters": float(result.parameters),
         }
+        if result.pretrain is not None:
+            summary.update({f"pretrain_{k}": float(v) for k, v in asdict(result.pretrain).items()})
         if features is not None:
             summary.update({f"prefilter_{k}": v for k, v in features.valid_metrics.items()})
             summary["prefilter_threshold"] = features.prefilter_threshold

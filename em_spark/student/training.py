@@ -14,12 +14,11 @@ weights and their threshold are kept.
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,13 +31,11 @@ from em_spark.errors import InputError
 from em_spark.features import FeatureMatcher, Pair, out_of_fold_score_hints, threshold_for_f1
 from em_spark.serialize import SerializerSettings
 from em_spark.student.inference import MATCH_TEXT, NO_MATCH_TEXT, StudentPredictor, pad_batch, pick_device
+from em_spark.student.optim import learning_rate_factor, length_bucketed_batches
 from em_spark.student.presets import load_base_model
+from em_spark.student.pretraining import PretrainResult, pretrain_span_corruption
 
 log = logging.getLogger(__name__)
-
-# How many batches are length-sorted together: enough to cut padding, few enough to mix.
-_BUCKET_BATCHES = 50
-
 
 @dataclass
 class PairExample:
@@ -63,6 +60,7 @@ class TrainResult:
     label_only_fallbacks: int = 0
     positive_weight: float = 1.0
     parameters: int = 0
+    pretrain: PretrainResult | None = None
 
 
 
@@ -125,19 +123,6 @@ def build_targets(
     return targets, fallbacks
 
 
-def _length_bucketed_batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:
-    """Shuffled batches of similar input length (sorted within buckets of 50 batches)."""
-    order = list(range(len(lengths)))
-    rng.shuffle(order)
-    span = batch_size * _BUCKET_BATCHES
-    batches = []
-    for start in range(0, len(order), span):
-        bucket = sorted(order[start : start + span], key=lambda i: lengths[i])
-        batches += [bucket[i : i + batch_size] for i in range(0, len(bucket), batch_size)]
-    rng.shuffle(batches)
-    return batches
-
-
 def evaluate_f1(predictor: StudentPredictor, valid: Sequence[PairExample], batch_size: int) -> tuple[float, float]:
     """(threshold, F1) of p_match on ``valid`` at the threshold with the best F1."""
     labels = np.asarray([e.label for e in valid], dtype=np.int64)
@@ -154,20 +139,6 @@ def scores_at(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[
     recall = tp / labels.sum() if labels.sum() else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return {"f1": f1, "precision": precision, "recall": recall}
-
-
-def learning_rate_factor(step: int, warmup_steps: int, total_steps: int, budget_spent: float) -> float:
-    """Linear warmup, then linear decay to 0 at ``total_steps`` or when the wall-clock
-    budget is spent (``budget_spent`` = its fraction used), whichever comes first.
-
-    With a budget of one or two epochs, a decay planned over ``max_epochs`` alone would
-    end the run near the peak rate; its last (often best) weights then come from the
-    noisiest part of training (measured: docs/BENCHMARKS.md, session 9).
-    """
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    by_steps = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return max(0.0, 1.0 - max(by_steps, budget_spent))
 
 
 def _seed_everything(seed: int) -> None:
@@ -187,8 +158,10 @@ def train_student(
 ) -> TrainResult:
     """Fine-tune ``conf.model`` on ``train``; early-stop and pick the threshold on ``valid``.
 
-    ``corpus``: texts for a preset's tokenizer (the serialized records). ``on_validation``
-    receives each validation's metrics and the optimizer step (MLflow logging).
+    ``corpus``: texts for a preset's tokenizer and for span-corruption pretraining
+    (``conf.pretrain``; it runs first, outside ``conf.budget_minutes``): the serialized
+    records. ``on_validation`` receives each validation's metrics and the optimizer step
+    (MLflow logging).
     """
     if not train or not valid:
         raise InputError(f"training needs train and valid pairs (got {len(train)} / {len(valid)})")
@@ -205,6 +178,12 @@ def train_student(
     )
     model, tokenizer = load_base_model(conf.model, corpus, work_dir)
     model.to(device)
+    pretrained = None
+    if conf.pretrain.minutes > 0:
+        pretrained = pretrain_span_corruption(model, tokenizer, corpus, conf.pretrain, device, conf.seed, use_bf16)
+        log.info("pretrain: %d steps, %.2f epochs, loss %.3f -> %.3f", pretrained.steps, pretrained.epochs,
+                 pretrained.first_loss, pretrained.last_loss)
+        t0 = time.monotonic()  # the fine-tuning budget starts here
     targets, fallbacks = build_targets(train, conf.mode, conf.truncate_words, conf.seed)
     inputs = tokenizer([e.text for e in train], truncation=True, max_length=conf.max_input_tokens)["input_ids"]
     labels_ids = tokenizer(targets, truncation=True, max_length=conf.max_target_tokens)["input_ids"]
@@ -222,7 +201,7 @@ def train_student(
     result = TrainResult(
         model=model, tokenizer=tokenizer, threshold=0.5, valid_f1=-1.0,
         label_only_fallbacks=fallbacks, positive_weight=pos_weight,
-        parameters=sum(p.numel() for p in model.parameters()),
+        parameters=sum(p.numel() for p in model.parameters()), pretrain=pretrained,
     )
     best_state: dict[str, torch.Tensor] | None = None
     since_best, step, window_loss, window_n = 0, 0, 0.0, 0
@@ -256,7 +235,7 @@ def train_student(
     model.train()
     stop = ""
     for epoch in range(conf.max_epochs):
-        batches = _length_bucketed_batches([len(x) for x in inputs], conf.batch_size, rng)
+        batches = length_bucketed_batches([len(x) for x in inputs], conf.batch_size, rng)
         for b, batch in enumerate(batches):
             ids, mask = pad_batch([inputs[i] for i in batch], tokenizer.pad_token_id)
             target, _ = pad_batch([labels_ids[i] for i in batch], tokenizer.pad_token_id)
