@@ -154,7 +154,9 @@ class EncoderFineTuneConf(Section):
 
     enabled: bool = False
     split: str = "train"  # the labels' split to learn from; the others stay held out
-    epochs: float = Field(default=1.0, gt=0)
+    # 1.5: one epoch left WDC-Block-small at pair completeness 0.942, 1.5 reached 0.955
+    # (docs/BENCHMARKS.md, "Learned blocking").
+    epochs: float = Field(default=1.5, gt=0)
     # Small label sets get more passes: one epoch of Structured-Beer's 40 train matches is
     # a single step, which leaves the encoder where it started.
     min_steps: int = Field(default=20, ge=1)
