@@ -19,6 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from em_spark.bench.docs_table import replace_marked_block  # noqa: E402
 from em_spark.bench.matching import main as bench_matching  # noqa: E402
 
 DATASETS = REPO.parent / "shared" / "datasets"
@@ -114,17 +115,6 @@ def table(results: list[dict], args: argparse.Namespace) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_docs(text: str) -> None:
-    doc = REPO / "docs" / "BENCHMARKS.md"
-    if not doc.is_file():
-        return
-    content = doc.read_text(encoding="utf-8")
-    if START in content and END in content:
-        before, rest = content.split(START, 1)
-        _, after = rest.split(END, 1)
-        doc.write_text(before + START + "\n" + text + END + after, encoding="utf-8")
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="tiny")
@@ -144,7 +134,7 @@ def main() -> int:
     text = table(run_all(args), args)
     (Path(args.out_dir) / "ood_table.md").write_text(text, encoding="utf-8")
     if not args.no_docs:
-        write_docs(text)
+        replace_marked_block(REPO / "docs" / "BENCHMARKS.md", START, END, text)
     print(text)
     return 0
 

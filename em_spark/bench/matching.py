@@ -232,6 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "model": args.model,
         "mode": args.mode if args.model != "features" else None,
         "teacher": args.teacher if args.model != "features" else None,
+        "seed": args.seed,
         **scores_at(labels, out.pop("scores"), out["threshold"]),
         "test_pairs": int(labels.size),
         "test_positives": int(labels.sum()),

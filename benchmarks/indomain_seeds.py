@@ -1,0 +1,132 @@
+"""In domain over several seeds: the offline tiny student vs the similarity-feature baseline.
+
+For each dataset and seed, ``em-spark bench matching`` trains the student (tiny preset,
+explained, the feature score hint, a fixed budget) and the feature baseline with the same
+seed, each on the train split (valid: early stopping and threshold), and scores the test
+split. One seed moves test F1 by about a point on these sets (a threshold chosen on 100-200
+valid matches), so the target "at or above the baseline" is judged on the mean over seeds.
+Every run's JSON lands in ``--out-dir`` (finished runs are kept: the script resumes);
+``summary.json`` and ``indomain_table.md`` too, and the table replaces the block between
+the ``indomain-table`` markers in docs/BENCHMARKS.md (if present).
+
+    .venv/bin/python benchmarks/indomain_seeds.py --seeds 13 14 15
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from em_spark.bench.docs_table import replace_marked_block  # noqa: E402
+from em_spark.bench.matching import main as bench_matching  # noqa: E402
+
+DATASETS_DIR = REPO.parent / "shared" / "datasets"
+DATASETS = ["Textual-Abt-Buy", "Structured-Amazon-Google", "Structured-Walmart-Amazon", "Structured-DBLP-ACM"]
+# The session-10 recipe (docs/BENCHMARKS.md): validate on the whole valid split.
+STUDENT_SETTINGS = ["patience=6", "eval_every_steps=150", "feature_score_hint=true"]
+START, END = "<!-- indomain-table:start -->", "<!-- indomain-table:end -->"
+
+
+def run_path(out_dir: Path, dataset: str, model: str, seed: int) -> Path:
+    return out_dir / f"{dataset}__{model}__seed{seed}.json"
+
+
+def run_all(args: argparse.Namespace) -> dict[str, dict[int, dict[str, dict]]]:
+    """{dataset: {seed: {"student": report, "features": report}}} for the finished runs."""
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict[int, dict[str, dict]]] = {}
+    for dataset in args.datasets:
+        folder = str(DATASETS_DIR / dataset)
+        for seed in args.seeds:
+            for kind, model in (("student", args.model), ("features", "features")):
+                path = run_path(out_dir, dataset, model, seed)
+                if not path.is_file() and not args.table_only:
+                    argv = ["--train", folder, "--test", folder, "--model", model, "--seed", str(seed), "--out", str(path)]
+                    if model != "features":
+                        argv += ["--mode", "explained", "--budget-minutes", str(args.budget_minutes)]
+                        for setting in STUDENT_SETTINGS:
+                            argv += ["--set", setting]
+                    bench_matching(argv)
+                if path.is_file():
+                    results.setdefault(dataset, {}).setdefault(seed, {})[kind] = json.loads(path.read_text())
+    return results
+
+
+def summarize(results: dict[str, dict[int, dict[str, dict]]]) -> dict[str, dict]:
+    summary = {}
+    for dataset, by_seed in results.items():
+        seeds = sorted(s for s, runs in by_seed.items() if {"student", "features"} <= runs.keys())
+        if not seeds:
+            continue
+        student = [100 * by_seed[s]["student"]["f1"] for s in seeds]
+        features = [100 * by_seed[s]["features"]["f1"] for s in seeds]
+        summary[dataset] = {
+            "seeds": seeds,
+            "student_f1": student,
+            "features_f1": features,
+            "student_valid_f1": [100 * by_seed[s]["student"]["valid_f1"] for s in seeds],
+            "features_valid_f1": [100 * by_seed[s]["features"]["valid_f1"] for s in seeds],
+            "student_mean": statistics.fmean(student),
+            "features_mean": statistics.fmean(features),
+            "student_sd": statistics.stdev(student) if len(seeds) > 1 else None,
+            "features_sd": statistics.stdev(features) if len(seeds) > 1 else None,
+            "seeds_at_or_above": sum(a >= b for a, b in zip(student, features)),
+            "ratio_of_means": statistics.fmean(student) / statistics.fmean(features),
+        }
+    return summary
+
+
+def table(summary: dict[str, dict], args: argparse.Namespace) -> str:
+    def sd(value: float | None) -> str:
+        return f" ± {value:.2f}" if value is not None else ""
+
+    lines = [
+        f"Model `{args.model}`, explained, the feature score hint, {args.budget_minutes} min of training per run; "
+        "test F1 per seed (student / features), the mean ± sample standard deviation over seeds.",
+        "",
+        "| dataset (test split) | seeds | per seed: student / features | student mean | features mean | student / features | seeds at or above |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    met = 0
+    for dataset, s in summary.items():
+        per_seed = "; ".join(f"{a:.2f} / {b:.2f}" for a, b in zip(s["student_f1"], s["features_f1"]))
+        met += s["student_mean"] >= s["features_mean"]
+        lines.append(
+            f"| {dataset} | {', '.join(map(str, s['seeds']))} | {per_seed} | {s['student_mean']:.2f}{sd(s['student_sd'])} "
+            f"| {s['features_mean']:.2f}{sd(s['features_sd'])} | {s['ratio_of_means']:.3f} "
+            f"| {s['seeds_at_or_above']} of {len(s['seeds'])} |"
+        )
+    lines += ["", f"The student's mean is at or above the baseline's on {met} of {len(summary)} datasets."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="tiny")
+    p.add_argument("--budget-minutes", type=float, default=10.0)
+    p.add_argument("--seeds", type=int, nargs="+", default=[13, 14, 15])
+    p.add_argument("--datasets", nargs="+", default=DATASETS)
+    p.add_argument("--out-dir", default=str(REPO / "benchmarks" / "results" / "indomain_seeds"))
+    p.add_argument("--no-docs", action="store_true", help="do not edit docs/BENCHMARKS.md")
+    p.add_argument("--table-only", action="store_true", help="tabulate finished runs, start none")
+    args = p.parse_args()
+    summary = summarize(run_all(args))
+    out_dir = Path(args.out_dir)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    text = table(summary, args)
+    (out_dir / "indomain_table.md").write_text(text, encoding="utf-8")
+    if not args.no_docs:
+        replace_marked_block(REPO / "docs" / "BENCHMARKS.md", START, END, text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
