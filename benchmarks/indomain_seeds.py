@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from em_spark.bench.docs_table import replace_marked_block  # noqa: E402
+from em_spark.bench.docs_table import publish_table  # noqa: E402
 from em_spark.bench.matching import main as bench_matching  # noqa: E402
 
 DATASETS_DIR = REPO.parent / "shared" / "datasets"
@@ -120,11 +120,7 @@ def main() -> int:
     summary = summarize(run_all(args))
     out_dir = Path(args.out_dir)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    text = table(summary, args)
-    (out_dir / "indomain_table.md").write_text(text, encoding="utf-8")
-    if not args.no_docs:
-        replace_marked_block(REPO / "docs" / "BENCHMARKS.md", START, END, text)
-    print(text)
+    publish_table(table(summary, args), out_dir / "indomain_table.md", START, END, not args.no_docs)
     return 0
 
 

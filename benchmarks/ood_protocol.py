@@ -19,7 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from em_spark.bench.docs_table import replace_marked_block  # noqa: E402
+from em_spark.bench.docs_table import publish_table  # noqa: E402
 from em_spark.bench.matching import main as bench_matching  # noqa: E402
 
 DATASETS = REPO.parent / "shared" / "datasets"
@@ -132,10 +132,7 @@ def main() -> int:
     p.add_argument("--table-only", action="store_true", help="tabulate finished runs, start none")
     args = p.parse_args()
     text = table(run_all(args), args)
-    (Path(args.out_dir) / "ood_table.md").write_text(text, encoding="utf-8")
-    if not args.no_docs:
-        replace_marked_block(REPO / "docs" / "BENCHMARKS.md", START, END, text)
-    print(text)
+    publish_table(text, Path(args.out_dir) / "ood_table.md", START, END, not args.no_docs)
     return 0
 
 
