@@ -226,6 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from em_spark.student.training import scores_at
 
     labels = np.asarray([p.label for p in test.splits["test"]], dtype=np.int64)
+    scores = np.asarray(out.pop("scores"), dtype=np.float64)
     report = {
         "train": str(args.train),
         "test": str(args.test),
@@ -233,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "mode": args.mode if args.model != "features" else None,
         "teacher": args.teacher if args.model != "features" else None,
         "seed": args.seed,
-        **scores_at(labels, out.pop("scores"), out["threshold"]),
+        **scores_at(labels, scores, out["threshold"]),
         "test_pairs": int(labels.size),
         "test_positives": int(labels.sum()),
         "train_pairs": len(train.splits["train"]),
@@ -242,6 +243,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "budget_minutes": conf.budget_minutes if args.model != "features" else None,
         "seconds": time.monotonic() - t0,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        # In test-split order: paired comparisons of two runs on the same pairs (bootstrap).
+        "test_scores": [round(float(s), 6) for s in scores],
     }
     out_path = Path(args.out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
