@@ -2,7 +2,10 @@
 
 Each row trains on one dataset (train + valid: early stopping and threshold) and tests on
 another dataset's test split, once per mode (label_only = BL, explained = EA, and the
-ablations shuffled / truncated with ``--modes``), through ``em-spark bench matching``.
+ablations shuffled / truncated with ``--modes``), through ``em-spark bench matching``;
+``--with-features`` adds the similarity-feature baseline, trained and tested the same way,
+and ``--set KEY=VALUE`` passes a ``train.*`` setting to every student run (e.g.
+``--set feature_score_hint=true``).
 Every run's JSON lands in ``--out-dir``; the table goes to ``--out-dir/ood_table.md`` and
 replaces the block between the ``ood-table`` markers in docs/BENCHMARKS.md (if present).
 
@@ -38,6 +41,7 @@ ROWS = [
 ]
 MODES = ["label_only", "explained"]
 ABLATIONS = ["shuffled", "truncated"]
+FEATURES = "features"  # the similarity-feature baseline's column (--with-features)
 START, END = "<!-- ood-table:start -->", "<!-- ood-table:end -->"
 
 
@@ -50,16 +54,21 @@ def run_all(args: argparse.Namespace) -> list[dict]:
         if args.rows and f"{train}->{test}" not in args.rows:
             continue
         sample = f"__train{train_limit}" if train_limit else ""
-        for mode in modes:
-            path = out_dir / f"{train}{sample}__{test}__{args.model}__{mode}.json"
+        runs = [(args.model, mode, f"{train}{sample}__{test}__{args.model}__{mode}.json") for mode in modes]
+        if args.with_features:
+            runs.append(("features", FEATURES, f"{train}{sample}__{test}__features.json"))
+        for model, mode, name in runs:
+            path = out_dir / name
             if args.table_only and not path.is_file():
                 continue
             if not path.is_file():  # resumable: finished runs are kept
                 argv = [
                     "--train", str(DATASETS / train), "--test", str(DATASETS / test),
-                    "--model", args.model, "--mode", mode, "--budget-minutes", str(args.budget_minutes),
+                    "--model", model, "--budget-minutes", str(args.budget_minutes),
                     "--seed", str(args.seed), "--out", str(path), "--set", f"threads={args.threads}",
                 ]
+                if model != "features":
+                    argv += ["--mode", mode] + [a for kv in args.overrides for a in ("--set", kv)]
                 if args.limit_valid:
                     argv += ["--limit-valid", str(args.limit_valid)]
                 if train_limit:
@@ -76,13 +85,14 @@ def table(results: list[dict], args: argparse.Namespace) -> str:
     by_row: dict[tuple, dict[str, dict]] = {}
     for r in results:
         by_row.setdefault((r["setting"], r["train"], r["test"], r["paper_bl"], r["paper_ea"]), {})[r["mode"]] = r
-    modes = [m for m in MODES + ABLATIONS if any(m in v for v in by_row.values())]
-    names = {"label_only": "BL", "explained": "EA", "shuffled": "shuffled", "truncated": "truncated"}
+    modes = [m for m in MODES + ABLATIONS + [FEATURES] if any(m in v for v in by_row.values())]
+    names = {"label_only": "BL", "explained": "EA", "shuffled": "shuffled", "truncated": "truncated", FEATURES: "features"}
     head = "| setting | train -> test | " + " | ".join(f"{names[m]} F1" for m in modes)
     head += " | EA - BL | valid F1 BL / EA | epochs BL / EA | paper BL / EA |"
     lines = [
         f"Model `{args.model}`, budget {args.budget_minutes} min of training per run, seed {args.seed}, "
-        f"threshold on the train dataset's valid split{f' (a seeded sample of {args.limit_valid} pairs)' if args.limit_valid else ''}.",
+        f"threshold on the train dataset's valid split{f' (a seeded sample of {args.limit_valid} pairs)' if args.limit_valid else ''}"
+        + (f"; student settings: {', '.join(args.overrides)}" if args.overrides else "") + ".",
         "",
         head,
         "|" + "---|" * (head.count("|") - 1),
@@ -125,6 +135,11 @@ def main() -> int:
     p.add_argument(
         "--modes", nargs="+", choices=MODES + ABLATIONS, default=MODES,
         help="the modes to run or tabulate (default: BL and EA; the ablations are shuffled and truncated)",
+    )
+    p.add_argument("--with-features", action="store_true", help="also run the similarity-feature baseline per row")
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="a train.* setting for every student run, e.g. --set feature_score_hint=true (repeatable)",
     )
     p.add_argument("--rows", nargs="*", default=None, help="only these TRAIN->TEST rows")
     p.add_argument("--out-dir", default=str(REPO / "benchmarks" / "results" / "ood"))

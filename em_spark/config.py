@@ -355,9 +355,9 @@ class TrainConf(Section):
     # Lead the hints with the similarity-feature matcher's own P(match) (stacking: out of
     # fold on the train pairs), so the student starts from the feature model's verdict and
     # learns from the text where to overrule it. Needs train.prefilter (the matcher is saved
-    # there and scoring reads it). Opt-in for now: it took the tiny preset from 0.77-0.92
-    # of the feature baseline's F1 to about par in 10 minutes (docs/STUDENT.md), but the
-    # out-of-domain protocol has not been run with it.
+    # there and scoring reads it). Opt-in: it took the tiny preset from 0.77-0.92 of the
+    # feature baseline's F1 to about par in 10 minutes, but out of domain (a new schema) the
+    # feature model fails and the student follows it (docs/STUDENT.md).
     feature_score_hint: bool = False
     # Loss weight of matching pairs; None: balanced (negatives / positives).
     positive_weight: float | None = Field(default=None, gt=0)
@@ -394,7 +394,8 @@ class ScoreConf(Section):
     model_uri: str | None = None
     # Verdict threshold on p_match; None: the threshold saved with the model.
     threshold: float | None = Field(default=None, ge=0, le=1)
-    # Let the similarity-feature prefilter shipped with the model settle obvious non-matches.
+    # Let the similarity-feature prefilter shipped with the model settle obvious non-matches
+    # (records of another schema are refused while it is on: docs/SCORING.md).
     prefilter: bool = True
     # Which student-scored pairs get a generated rationale (the rest: null). uncertain =
     # |p_match - threshold| <= uncertain_band.

@@ -20,7 +20,7 @@ from em_spark.config import Config, ScoreConf
 from em_spark.errors import InputError
 from em_spark.faults import checkpoint
 from em_spark.runs import Run
-from em_spark.scorer import ScoringPolicy
+from em_spark.scorer import ScoringModel, ScoringPolicy, feature_schema_check
 from em_spark.tables import Lakehouse
 
 log = logging.getLogger(__name__)
@@ -133,6 +133,7 @@ def run_score(lake: Lakehouse, config: Config, run: Run) -> None:
     model_uri = resolve_model_uri(config)
     # Resolved once, so every chunk uses the same model version.
     config = config.model_copy(update={"score": config.score.model_copy(update={"model_uri": model_uri})})
+    check_feature_schema(lake, config, model_uri, run)
     candidates = lake.read("candidates")
     todo = candidates
     if not config.score.rescore:
@@ -154,6 +155,26 @@ def run_score(lake: Lakehouse, config: Config, run: Run) -> None:
     run.count("chunks", chunks)
     _drop_stale(lake, candidates, run)
     _check_one_per_candidate(lake, candidates, run)
+
+
+def check_feature_schema(lake: Lakehouse, config: Config, model_uri: str, run: Run) -> None:
+    """Record (check ``feature_schema``) that the records carry the attributes the model's
+    feature model compares, or stop with InputError before anything is written
+    (em_spark.scorer.feature_schema_check). Loads the model on the driver once (a local
+    copy of what the workers load)."""
+    model = ScoringModel.load(model_uri, device="cpu")
+    uses = model.feature_model_uses(scoring_policy(config.score))
+    sources = ["left"] if config.mode == "dedupe" else ["left", "right"]
+    present = {
+        row.name
+        for row in lake.read("records")
+        .where(F.col("source").isin(sources))
+        .select(F.explode(F.map_keys("attributes")).alias("name"))
+        .distinct()
+        .collect()
+    }
+    attributes = model.prefilter.attributes if model.prefilter is not None else []
+    run.check("feature_schema", feature_schema_check(attributes, present, uses))
 
 
 def _drop_stale(lake: Lakehouse, candidates: DataFrame, run: Run) -> None:

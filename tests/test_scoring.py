@@ -14,10 +14,16 @@ import numpy as np
 import pytest
 from pyspark.sql import Row
 
+from em_spark.errors import InputError
 from em_spark.faults import ENV, InjectedFailure
 from em_spark.features import fit_prefilter
 from em_spark.pipeline import run_job
-from em_spark.scorer import ScoringModel, ScoringPolicy, score_pairs
+from em_spark.scorer import (
+    ScoringModel,
+    ScoringPolicy,
+    feature_schema_check,
+    score_pairs,
+)
 from em_spark.serialize import SerializerSettings, serialize_record
 from em_spark.student.inference import parse_verdict, save_student
 from em_spark.student.job import choose_verdict_model
@@ -156,8 +162,9 @@ def test_empty_and_huge_records_score(scoring_model):
 # --- the job, on Spark ----------------------------------------------------------------
 
 
-def _seed_tables(lake: Lakehouse, n_pairs: int) -> list[str]:
-    """Demo records (+ an empty one and a 100 KB one) and candidates; returns pair ids."""
+def _seed_tables(lake: Lakehouse, n_pairs: int, rename: str = "") -> list[str]:
+    """Demo records (+ an empty one and a 100 KB one) and candidates; returns pair ids.
+    ``rename``: a prefix for every attribute name (records of another schema)."""
     now = datetime(2026, 1, 1)
     rows = []
     for source, file in (("left", "tableA.csv"), ("right", "tableB.csv")):
@@ -166,6 +173,7 @@ def _seed_tables(lake: Lakehouse, n_pairs: int) -> list[str]:
             table["empty"] = {}
             table["huge"] = {"name": "spago", "addr": HUGE}
         for rid, attrs in table.items():
+            attrs = {f"{rename}{k}": v for k, v in attrs.items()}
             rows.append(Row(source=source, record_id=rid, attributes=attrs, record_hash="h", run_id="seed", ingested_at=now))
     lake.merge("records", lake.spark.createDataFrame(rows, RECORDS))
     import csv
@@ -196,6 +204,7 @@ def test_score_job_one_prediction_per_candidate_and_rerun_is_idempotent(spark, l
     first = _predictions(lake)
     assert sorted(first) == sorted(ids)  # exactly one row per candidate
     assert run.checks["predictions_per_candidate"].startswith("ok: 24 predictions, 24 candidates")
+    assert run.checks["feature_schema"] == "ok: records carry all 5 attributes the feature model compares"
     failed = [p for p in first.values() if p.status == "failed"]
     assert [(p.right_id, p.verdict, p.error) for p in failed] == [
         ("no-such-record", "error", "right record not found in records")
@@ -263,3 +272,29 @@ def test_crash_after_a_chunk_keeps_it_and_the_rerun_does_the_rest(spark, lake_ro
     assert run.counts["stale_deleted"] == 1 and run.counts["scored"] <= 1  # the failed retry
     assert lake.read("predictions").where(f"pair_id = '{gone}'").count() == 0
     assert lake.read("predictions").count() == 19
+
+
+def test_feature_schema_check_names_what_is_missing():
+    attributes = ["name", "addr", "city"]
+    assert feature_schema_check(attributes, {"name", "addr", "city", "phone"}, ["the prefilter"]) == (
+        "ok: records carry all 3 attributes the feature model compares"
+    )
+    assert feature_schema_check(attributes, {"Beer_Name"}, []) == "ok: the feature model is not used"
+    with pytest.raises(InputError, match=r"lack 1 of the 3 .* \(city; the records have: addr, name\), and it is "
+                       r"used for the prefilter, the student's score hint: .*score\.prefilter: false"):
+        feature_schema_check(attributes, {"name", "addr"}, ["the prefilter", "the student's score hint"])
+    with pytest.raises(InputError, match=r"needs train\.verdict_by: student\)$"):
+        feature_schema_check(attributes, {"ABV"}, ["the verdicts (verdict_by: features)"])
+
+
+def test_score_job_stops_on_records_of_another_schema_before_writing(spark, lake_root, model_dir):
+    config = _config(lake_root, model_dir)
+    lake = Lakehouse.from_config(spark, config)
+    _seed_tables(lake, 6, rename="other_")
+    with pytest.raises(InputError, match=r"records lack 5 of the 5 attributes .*the records have: other_addr, other_city"):
+        run_job("score", config, lake)
+    assert not lake.exists("predictions") or lake.read("predictions").count() == 0
+    # Without the prefilter this model uses no feature model: the student reads any schema.
+    run = run_job("score", _config(lake_root, model_dir, prefilter=False), lake)
+    assert run.checks["feature_schema"] == "ok: the feature model is not used"
+    assert lake.read("predictions").count() == 6

@@ -125,6 +125,8 @@ def test_bench_matching_writes_json(tmp_path):
                  "--out", str(features)]) == 0
     baseline = json.loads(features.read_text())
     assert baseline["test_pairs"] == 189 and baseline["f1"] > 0.8
+    # in domain the prefilter keeps (nearly) every match and drops most other pairs
+    assert baseline["prefilter_recall"] >= 0.9 and baseline["prefilter_pass_rate"] < 0.9
 
 
 def test_bench_limits_sample_rows_not_the_first_ones(tmp_path):

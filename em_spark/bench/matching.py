@@ -108,13 +108,18 @@ def run_features(train: MatchingDataset, test: MatchingDataset, seed: int) -> di
     train_s = time.monotonic() - t0
     pairs = test.splits["test"]
     t1 = time.monotonic()
-    scores = matcher.predict_proba([p.left for p in pairs], [p.right for p in pairs])
+    scores, prefilter_scores = matcher.scores([p.left for p in pairs], [p.right for p in pairs])
+    passes = prefilter_scores >= matcher.prefilter_threshold
+    labels = np.asarray([p.label for p in pairs], dtype=bool)
     return {
         "threshold": matcher.f1_threshold,
         "valid_f1": matcher.valid_metrics["f1"],
         "train_seconds": train_s,
         "test_seconds": time.monotonic() - t1,
         "scores": scores,
+        # What the same model would do as the scoring prefilter on these test pairs.
+        "prefilter_recall": float(passes[labels].mean()) if labels.any() else None,
+        "prefilter_pass_rate": float(passes.mean()) if len(passes) else None,
     }
 
 
