@@ -109,16 +109,21 @@ def test_train_job_logs_registers_and_loads_by_uri(spark, lake_root, tmp_path):
 
 
 def test_bench_matching_writes_json(tmp_path):
-    data = SHARED_DATASETS / "Structured-Fodors-Zagats"
-    out = tmp_path / "student.json"
-    assert main(["bench", "matching", "--train", str(data), "--test", str(data), "--mode", "label_only",
-                 "--limit-train", "40", "--limit-test", "30", "--max-epochs", "1", "--budget-minutes", "0.2",
-                 "--set", "threads=1", "--out", str(out)]) == 0
-    report = json.loads(out.read_text())
+    data, other = SHARED_DATASETS / "Structured-Fodors-Zagats", SHARED_DATASETS / "Structured-Beer"
+    out, other_out = tmp_path / "student.json", tmp_path / "student_beer.json"
+    common = ["bench", "matching", "--train", str(data), "--mode", "label_only", "--limit-train", "40",
+              "--limit-test", "30", "--max-epochs", "1", "--budget-minutes", "0.2", "--set", "threads=1"]
+    # one training, two test folders: a JSON each
+    assert main([*common, "--test", str(data), str(other), "--out", str(out), str(other_out)]) == 0
+    report, other_report = json.loads(out.read_text()), json.loads(other_out.read_text())
     for key in ("f1", "precision", "recall", "threshold", "test_pairs", "seconds", "valid_f1", "history"):
         assert key in report, key
     assert report["test_pairs"] == 30 and report["train_pairs"] == 40 and report["mode"] == "label_only"
     assert 0.0 <= report["f1"] <= 1.0
+    assert other_report["test"] == str(other) and len(other_report["test_scores"]) == other_report["test_pairs"] == 30
+    assert (other_report["threshold"], other_report["history"]) == (report["threshold"], report["history"])
+    assert main([*common, "--test", str(data), str(other), "--out", str(tmp_path / "one.json")]) == 2
+    assert not (tmp_path / "one.json").exists()
 
     features = tmp_path / "features.json"
     assert main(["bench", "matching", "--train", str(data), "--test", str(data), "--model", "features",

@@ -5,7 +5,8 @@ valid.csv, test.csv) is read with ``csv``; explanations come from the offline ``
 teacher; the student trains on DIR's train split (valid for early stopping and the
 threshold) and is tested on the other folder's test split, each record serialized with
 its own column names (so cross-schema pairs need no alignment). ``--model features`` is
-the similarity-feature baseline (em_spark.features).
+the similarity-feature baseline (em_spark.features). Several ``--test`` folders (with one
+``--out`` each) share one training.
 """
 
 from __future__ import annotations
@@ -97,97 +98,108 @@ def explain(pairs: Sequence[LabeledPair], teacher: str) -> list[str]:
     return [explain_pair(p.left, p.right, p.label, None) for p in pairs]
 
 
-def run_features(train: MatchingDataset, test: MatchingDataset, seed: int) -> dict[str, Any]:
-    from em_spark.features import fit_prefilter
+class FeaturesMatcher:
+    """The similarity-feature baseline, fitted on a dataset's train + valid splits."""
 
-    def triples(pairs: Sequence[LabeledPair]) -> list[tuple]:
-        return [(p.left, p.right, p.label) for p in pairs]
+    def __init__(self, train: MatchingDataset, seed: int) -> None:
+        from em_spark.features import fit_prefilter
 
-    t0 = time.monotonic()
-    matcher = fit_prefilter(triples(train.splits["train"]), triples(train.splits["valid"]), seed=seed)
-    train_s = time.monotonic() - t0
-    pairs = test.splits["test"]
-    t1 = time.monotonic()
-    scores, prefilter_scores = matcher.scores([p.left for p in pairs], [p.right for p in pairs])
-    passes = prefilter_scores >= matcher.prefilter_threshold
-    labels = np.asarray([p.label for p in pairs], dtype=bool)
-    return {
-        "threshold": matcher.f1_threshold,
-        "valid_f1": matcher.valid_metrics["f1"],
-        "train_seconds": train_s,
-        "test_seconds": time.monotonic() - t1,
-        "scores": scores,
-        # What the same model would do as the scoring prefilter on these test pairs.
-        "prefilter_recall": float(passes[labels].mean()) if labels.any() else None,
-        "prefilter_pass_rate": float(passes.mean()) if len(passes) else None,
-    }
+        t0 = time.monotonic()
+        self.matcher = fit_prefilter(_triples(train.splits["train"]), _triples(train.splits["valid"]), seed=seed)
+        self.info: dict[str, Any] = {
+            "threshold": self.matcher.f1_threshold,
+            "valid_f1": self.matcher.valid_metrics["f1"],
+            "train_seconds": time.monotonic() - t0,
+        }
+
+    def score(self, pairs: Sequence[LabeledPair]) -> dict[str, Any]:
+        t0 = time.monotonic()
+        scores, prefilter_scores = self.matcher.scores([p.left for p in pairs], [p.right for p in pairs])
+        passes = prefilter_scores >= self.matcher.prefilter_threshold
+        labels = np.asarray([p.label for p in pairs], dtype=bool)
+        return {
+            "test_seconds": time.monotonic() - t0,
+            "scores": scores,
+            # What the same model would do as the scoring prefilter on these test pairs.
+            "prefilter_recall": float(passes[labels].mean()) if labels.any() else None,
+            "prefilter_pass_rate": float(passes.mean()) if len(passes) else None,
+        }
 
 
-def run_student(
-    train: MatchingDataset, test: MatchingDataset, conf: Any, work_dir: Path
-) -> dict[str, Any]:
-    from em_spark.features import fit_prefilter
-    from em_spark.serialize import serialize_pair, serialize_record
-    from em_spark.student.inference import StudentPredictor
-    from em_spark.student.training import PairExample, serializer_settings, train_student, training_score_hints
+class StudentMatcher:
+    """A student trained on a dataset's train split (valid: early stopping, threshold)."""
 
-    settings = serializer_settings(conf)
+    def __init__(self, train: MatchingDataset, conf: Any, work_dir: Path) -> None:
+        from em_spark.features import fit_prefilter
+        from em_spark.serialize import serialize_pair, serialize_record
+        from em_spark.student.inference import StudentPredictor
+        from em_spark.student.training import PairExample, serializer_settings, train_student, training_score_hints
 
-    def examples(
-        pairs: Sequence[LabeledPair], explanations: Sequence[str | None], hints: Sequence[str | None]
-    ) -> list[PairExample]:
-        return [
-            PairExample(serialize_pair(p.left, p.right, None, settings, h), p.label, e)
-            for p, e, h in zip(pairs, explanations, hints)
-        ]
+        settings = serializer_settings(conf)
 
-    t0 = time.monotonic()
-    triples = {s: [(p.left, p.right, p.label) for p in train.splits[s]] for s in ("train", "valid")}
-    matcher = fit_prefilter(triples["train"], triples["valid"], seed=conf.seed) if conf.feature_score_hint else None
-    train_hints, valid_hints = training_score_hints(conf, matcher, triples["train"], triples["valid"])
-    explanations = explain(train.splits["train"], conf.teacher)
-    # The tokenizer sees the same texts in every mode (records + explanations), so BL and
-    # EA runs share one vocabulary.
-    corpus = [serialize_record(r, None, settings) for r in train.records] + explanations
-    train_ex = examples(train.splits["train"], explanations, train_hints)
-    valid_ex = examples(train.splits["valid"], [None] * len(train.splits["valid"]), valid_hints)
-    result = train_student(train_ex, valid_ex, conf, corpus, work_dir)
-    train_s = time.monotonic() - t0
-    predictor = StudentPredictor(
-        result.model, result.tokenizer, result.threshold, settings, None, conf.max_input_tokens
-    )
-    predictor.feature_matcher = matcher
-    pairs = test.splits["test"]
-    texts = predictor.serialize_pairs([p.left for p in pairs], [p.right for p in pairs])
-    t1 = time.monotonic()
-    scores = predictor.p_match(texts, batch_size=conf.eval_batch_size)
-    test_s = time.monotonic() - t1
-    samples = predictor.generate(texts[:SAMPLE_RATIONALES], max_new_tokens=48)
-    return {
-        "threshold": result.threshold,
-        "valid_f1": result.valid_f1,
-        "train_seconds": train_s,
-        "test_seconds": test_s,
-        "scores": scores,
-        "history": result.history,
-        "stopped_by": result.stopped_by,
-        "steps": result.steps,
-        "examples_seen": result.examples_seen,
-        "examples_per_s": result.examples_seen / max(result.seconds, 1e-9),
-        "label_only_fallbacks": result.label_only_fallbacks,
-        "positive_weight": result.positive_weight,
-        "parameters": result.parameters,
-        "pretrain": asdict(result.pretrain) if result.pretrain else None,
-        "sample_outputs": samples,
-        "feature_score_hint": conf.feature_score_hint,
-        "sample_inputs": texts[:SAMPLE_RATIONALES],
-    }
+        def examples(
+            pairs: Sequence[LabeledPair], explanations: Sequence[str | None], hints: Sequence[str | None]
+        ) -> list[PairExample]:
+            return [
+                PairExample(serialize_pair(p.left, p.right, None, settings, h), p.label, e)
+                for p, e, h in zip(pairs, explanations, hints)
+            ]
+
+        t0 = time.monotonic()
+        triples = {s: _triples(train.splits[s]) for s in ("train", "valid")}
+        matcher = fit_prefilter(triples["train"], triples["valid"], seed=conf.seed) if conf.feature_score_hint else None
+        train_hints, valid_hints = training_score_hints(conf, matcher, triples["train"], triples["valid"])
+        explanations = explain(train.splits["train"], conf.teacher)
+        # The tokenizer sees the same texts in every mode (records + explanations), so BL and
+        # EA runs share one vocabulary.
+        corpus = [serialize_record(r, None, settings) for r in train.records] + explanations
+        train_ex = examples(train.splits["train"], explanations, train_hints)
+        valid_ex = examples(train.splits["valid"], [None] * len(train.splits["valid"]), valid_hints)
+        result = train_student(train_ex, valid_ex, conf, corpus, work_dir)
+        self.predictor = StudentPredictor(
+            result.model, result.tokenizer, result.threshold, settings, None, conf.max_input_tokens
+        )
+        self.predictor.feature_matcher = matcher
+        self.batch_size = conf.eval_batch_size
+        self.info = {
+            "threshold": result.threshold,
+            "valid_f1": result.valid_f1,
+            "train_seconds": time.monotonic() - t0,
+            "history": result.history,
+            "stopped_by": result.stopped_by,
+            "steps": result.steps,
+            "examples_seen": result.examples_seen,
+            "examples_per_s": result.examples_seen / max(result.seconds, 1e-9),
+            "label_only_fallbacks": result.label_only_fallbacks,
+            "positive_weight": result.positive_weight,
+            "parameters": result.parameters,
+            "pretrain": asdict(result.pretrain) if result.pretrain else None,
+            "feature_score_hint": conf.feature_score_hint,
+        }
+
+    def score(self, pairs: Sequence[LabeledPair]) -> dict[str, Any]:
+        texts = self.predictor.serialize_pairs([p.left for p in pairs], [p.right for p in pairs])
+        t0 = time.monotonic()
+        scores = self.predictor.p_match(texts, batch_size=self.batch_size)
+        return {
+            "test_seconds": time.monotonic() - t0,
+            "scores": scores,
+            "sample_outputs": self.predictor.generate(texts[:SAMPLE_RATIONALES], max_new_tokens=48),
+            "sample_inputs": texts[:SAMPLE_RATIONALES],
+        }
+
+
+def _triples(pairs: Sequence[LabeledPair]) -> list[tuple[dict[str, str], dict[str, str], int]]:
+    return [(p.left, p.right, p.label) for p in pairs]
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="em-spark bench matching", description=__doc__.splitlines()[0])
     p.add_argument("--train", required=True, help="dataset folder to train on (train + valid)")
-    p.add_argument("--test", required=True, help="dataset folder whose test split is scored")
+    p.add_argument(
+        "--test", required=True, nargs="+",
+        help="dataset folder(s) whose test split is scored; one training serves them all",
+    )
     p.add_argument("--mode", default="explained", choices=["explained", "label_only", "shuffled", "truncated"])
     p.add_argument("--teacher", default="rules")
     p.add_argument("--model", default="tiny", help="tiny | small | hub id or path | features")
@@ -201,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="any train.* setting, e.g. --set batch_size=32 (repeatable)",
     )
-    p.add_argument("--out", required=True, help="JSON file to write")
+    p.add_argument("--out", required=True, nargs="+", help="JSON file to write, one per --test folder, in order")
     return p
 
 
@@ -219,44 +231,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.max_epochs is not None:
         overrides.append(f"train.max_epochs={args.max_epochs}")
     conf = load_config(overrides=overrides).train
+    if len(args.out) != len(args.test):
+        raise InputError(f"--out: {len(args.out)} file(s) for {len(args.test)} --test folder(s); give one per folder")
     limits = {"train": args.limit_train, "valid": args.limit_valid or (args.limit_train and max(20, args.limit_train // 3))}
     t0 = time.monotonic()
     train = load_dataset(args.train, limits)
-    test = load_dataset(args.test, {"test": args.limit_test})
-    if args.model == "features":
-        out = run_features(train, test, args.seed)
-    else:
-        with tempfile.TemporaryDirectory(prefix="em-bench-") as work:
-            out = run_student(train, test, conf, Path(work))
+    tests = [load_dataset(folder, {"test": args.limit_test}) for folder in args.test]
+    with tempfile.TemporaryDirectory(prefix="em-bench-") as work:
+        matcher = FeaturesMatcher(train, args.seed) if args.model == "features" else StudentMatcher(train, conf, Path(work))
+    trained_s = time.monotonic() - t0
     from em_spark.student.training import scores_at
 
-    labels = np.asarray([p.label for p in test.splits["test"]], dtype=np.int64)
-    scores = np.asarray(out.pop("scores"), dtype=np.float64)
-    report = {
-        "train": str(args.train),
-        "test": str(args.test),
-        "model": args.model,
-        "mode": args.mode if args.model != "features" else None,
-        "teacher": args.teacher if args.model != "features" else None,
-        "seed": args.seed,
-        **scores_at(labels, scores, out["threshold"]),
-        "test_pairs": int(labels.size),
-        "test_positives": int(labels.sum()),
-        "train_pairs": len(train.splits["train"]),
-        "valid_pairs": len(train.splits["valid"]),
-        **out,
-        "budget_minutes": conf.budget_minutes if args.model != "features" else None,
-        "seconds": time.monotonic() - t0,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-        # In test-split order: paired comparisons of two runs on the same pairs (bootstrap).
-        "test_scores": [round(float(s), 6) for s in scores],
-    }
-    out_path = Path(args.out)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(report, indent=2), encoding="utf-8")
-    print(
-        f"matching {Path(args.train).name} -> {Path(args.test).name} [{args.model}"
-        f"{'/' + args.mode if args.model != 'features' else ''}]: F1 {report['f1']:.4f} "
-        f"P {report['precision']:.4f} R {report['recall']:.4f} in {report['seconds']:.0f}s -> {out_path}"
-    )
+    for folder, test, out_file in zip(args.test, tests, args.out):
+        pairs = test.splits["test"]
+        out = {**matcher.info, **matcher.score(pairs)}
+        labels = np.asarray([p.label for p in pairs], dtype=np.int64)
+        scores = np.asarray(out.pop("scores"), dtype=np.float64)
+        report = {
+            "train": str(args.train),
+            "test": str(folder),
+            "model": args.model,
+            "mode": args.mode if args.model != "features" else None,
+            "teacher": args.teacher if args.model != "features" else None,
+            "seed": args.seed,
+            **scores_at(labels, scores, out["threshold"]),
+            "test_pairs": int(labels.size),
+            "test_positives": int(labels.sum()),
+            "train_pairs": len(train.splits["train"]),
+            "valid_pairs": len(train.splits["valid"]),
+            **out,
+            "budget_minutes": conf.budget_minutes if args.model != "features" else None,
+            "max_epochs": conf.max_epochs if args.model != "features" else None,
+            # loading + training + scoring this test split (a shared training counts once per file)
+            "seconds": trained_s + out["test_seconds"],
+            "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+            # In test-split order: paired comparisons of two runs on the same pairs (bootstrap).
+            "test_scores": [round(float(s), 6) for s in scores],
+        }
+        out_path = Path(out_file)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_text(json.dumps(report, indent=2), encoding="utf-8")
+        print(
+            f"matching {Path(args.train).name} -> {Path(folder).name} [{args.model}"
+            f"{'/' + args.mode if args.model != 'features' else ''}]: F1 {report['f1']:.4f} "
+            f"P {report['precision']:.4f} R {report['recall']:.4f} in {report['seconds']:.0f}s -> {out_path}"
+        )
     return 0
