@@ -50,7 +50,7 @@ FEATURES = "features"  # the similarity-feature baseline's column (--with-featur
 START, END = "<!-- ood-table:start -->", "<!-- ood-table:end -->"
 
 
-def run_all(args: argparse.Namespace) -> list[dict]:
+def run_all(args: argparse.Namespace, seed: int, out_dir: Path) -> list[dict]:
     """Run the missing (row, mode) JSONs, one training per train set and mode, and load all.
 
     Rows that share a train set (Abt-Buy: 2, Walmart-Amazon: 3) share that training: the
@@ -58,7 +58,6 @@ def run_all(args: argparse.Namespace) -> list[dict]:
     several ``--test``). With the same seed the runs are the same as one per row, except
     that a wall-clock budget ends training at a point the machine's load decides.
     """
-    out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = [r for r in ROWS if not args.rows or f"{r[1]}->{r[2]}" in args.rows]
     runs = [(args.model, mode) for mode in args.modes] + ([("features", FEATURES)] if args.with_features else [])
@@ -76,7 +75,7 @@ def run_all(args: argparse.Namespace) -> list[dict]:
                 if not missing:  # resumable: finished runs are kept
                     continue
                 argv = [
-                    "--train", str(DATASETS / train), "--model", model, "--seed", str(args.seed),
+                    "--train", str(DATASETS / train), "--model", model, "--seed", str(seed),
                     "--budget-minutes", str(args.budget_minutes), "--set", f"threads={args.threads}",
                     "--test", *(str(DATASETS / test) for test in missing),
                     "--out", *(str(path(train, train_limit, test, model, mode)) for test in missing),
@@ -113,19 +112,30 @@ def paired_interval(test: str, runs: dict[str, dict]) -> str:
     return f"[{d['low']:+.1f}, {d['high']:+.1f}]"
 
 
-def table(results: list[dict], args: argparse.Namespace) -> str:
+def _by_row(results: list[dict]) -> dict[tuple, dict[str, dict]]:
     by_row: dict[tuple, dict[str, dict]] = {}
     for r in results:
         by_row.setdefault((r["setting"], r["train"], r["test"], r["paper_bl"], r["paper_ea"]), {})[r["mode"]] = r
+    return by_row
+
+
+def _settings(args: argparse.Namespace, seeds: str) -> str:
+    budget = f"{args.budget_minutes} min" + (f" or {args.max_epochs} epoch(s), whichever ends first," if args.max_epochs else "")
+    return (
+        f"Model `{args.model}`, budget {budget} of training per run, {seeds}, "
+        f"threshold on the train dataset's valid split{f' (a seeded sample of {args.limit_valid} pairs)' if args.limit_valid else ''}"
+        + (f"; student settings: {', '.join(args.overrides)}" if args.overrides else "") + "."
+    )
+
+
+def table(results: list[dict], args: argparse.Namespace) -> str:
+    by_row = _by_row(results)
     modes = [m for m in MODES + ABLATIONS + [FEATURES] if any(m in v for v in by_row.values())]
     names = {"label_only": "BL", "explained": "EA", "shuffled": "shuffled", "truncated": "truncated", FEATURES: "features"}
     head = "| setting | train -> test | " + " | ".join(f"{names[m]} F1" for m in modes)
     head += " | EA - BL | EA - BL, 95% paired interval | valid F1 BL / EA | epochs BL / EA | paper BL / EA |"
-    budget = f"{args.budget_minutes} min" + (f" or {args.max_epochs} epoch(s), whichever ends first," if args.max_epochs else "")
     lines = [
-        f"Model `{args.model}`, budget {budget} of training per run, seed {args.seed}, "
-        f"threshold on the train dataset's valid split{f' (a seeded sample of {args.limit_valid} pairs)' if args.limit_valid else ''}"
-        + (f"; student settings: {', '.join(args.overrides)}" if args.overrides else "") + ".",
+        _settings(args, f"seed {args.seed}"),
         "",
         head,
         "|" + "---|" * (head.count("|") - 1),
@@ -159,6 +169,66 @@ def table(results: list[dict], args: argparse.Namespace) -> str:
     return "\n".join(lines) + "\n"
 
 
+def seeds_table(per_seed: dict[int, list[dict]], args: argparse.Namespace) -> str:
+    """BL vs EA over seeds: per-seed F1, the means, and a paired interval over all seeds;
+    with the ablations' means (over the seeds where EA ran too) where they ran."""
+    seeds = list(per_seed)
+    by_seed = {seed: _by_row(results) for seed, results in per_seed.items()}
+    rows = list(dict.fromkeys(key for table_rows in by_seed.values() for key in table_rows))
+    ablations = [m for m in ABLATIONS if any(m in runs for b in by_seed.values() for runs in b.values())]
+    head = ("| setting | train -> test | BL F1 by seed | EA F1 by seed | BL mean | EA mean | "
+            + "".join(f"{m} mean (seeds) | " for m in ablations)
+            + "EA - BL, 95% paired interval (seeds) | seeds EA > BL | paper BL / EA |")
+    lines = [_settings(args, f"seeds {', '.join(map(str, seeds))}"), "", head, "|" + "---|" * (head.count("|") - 1)]
+    mean_wins, seed_wins = 0, dict.fromkeys(seeds, 0)
+    ablation_wins = {m: [0, 0] for m in ablations}  # rows where EA's mean beats it, rows with both
+    for key in rows:
+        setting, train, test, pbl, pea = key
+        both = {s: by_seed[s][key] for s in seeds if {"label_only", "explained"} <= set(by_seed[s].get(key, {}))}
+        if not both:
+            continue
+        bl = [100 * both[s]["label_only"]["f1"] for s in both]
+        ea = [100 * both[s]["explained"]["f1"] for s in both]
+        mean_wins += np.mean(ea) > np.mean(bl)
+        wins = [s for s in both if both[s]["explained"]["f1"] > both[s]["label_only"]["f1"]]
+        for s in wins:
+            seed_wins[s] += 1
+        ablation_cells = ""
+        for m in ablations:
+            ran = [s for s in both if m in both[s]]
+            if not ran:
+                ablation_cells += "- | "
+                continue
+            ablation_mean = np.mean([100 * both[s][m]["f1"] for s in ran])
+            ablation_wins[m][0] += np.mean([100 * both[s]["explained"]["f1"] for s in ran]) > ablation_mean
+            ablation_wins[m][1] += 1
+            ablation_cells += f"{ablation_mean:.2f} ({', '.join(map(str, ran))}) | "
+        scored = [s for s in both if all("test_scores" in both[s][m] for m in ("label_only", "explained"))]
+        interval = "-"
+        if scored:
+            labels = np.asarray([p.label for p in load_dataset(DATASETS / test).splits["test"]])
+            verdicts = {m: [np.asarray(both[s][m]["test_scores"]) >= both[s][m]["threshold"] for s in scored]
+                        for m in ("explained", "label_only")}
+            d = paired_f1_difference(labels, verdicts["explained"], verdicts["label_only"])
+            interval = f"{d['difference']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}] ({', '.join(map(str, scored))})"
+        paper = f"{pbl} / {pea}" if pbl is not None else "n/a"
+        lines.append(
+            f"| {setting} | {train} -> {test} | {' / '.join(f'{v:.2f}' for v in bl)} | {' / '.join(f'{v:.2f}' for v in ea)}"
+            f" | {np.mean(bl):.2f} | {np.mean(ea):.2f} | {ablation_cells}{interval} | {len(wins)} of {len(both)} | {paper} |"
+        )
+    lines += [
+        "",
+        f"EA's mean beats BL's on {mean_wins} of {len(rows)} rows; per seed, EA beats BL on "
+        + ", ".join(f"{n} (seed {s})" for s, n in seed_wins.items()) + f" of {len(rows)} rows.",
+    ]
+    lines += [f"EA's mean beats {m}'s (same seeds) on {won} of {ran} rows." for m, (won, ran) in ablation_wins.items()]
+    lines.append(
+        "The interval: EA minus BL in F1 points, averaged over the seeds named, 95% from 2,000 bootstrap "
+        "resamples of the test pairs (one draw for both modes and all those seeds)."
+    )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="tiny")
@@ -169,6 +239,10 @@ def main() -> int:
         "see the same pairs the same number of times (EA's longer targets make its steps slower)",
     )
     p.add_argument("--seed", type=int, default=13)
+    p.add_argument(
+        "--seeds", type=int, nargs="+", default=None,
+        help="run and tabulate these seeds, each in OUT_DIR/seed<N>: a BL vs EA table over seeds (replaces --seed)",
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--limit-valid", type=int, default=None)
     p.add_argument(
@@ -185,8 +259,12 @@ def main() -> int:
     p.add_argument("--no-docs", action="store_true", help="do not edit docs/BENCHMARKS.md")
     p.add_argument("--table-only", action="store_true", help="tabulate finished runs, start none")
     args = p.parse_args()
-    text = table(run_all(args), args)
-    publish_table(text, Path(args.out_dir) / "ood_table.md", START, END, not args.no_docs)
+    out_dir = Path(args.out_dir)
+    if args.seeds:
+        text = seeds_table({seed: run_all(args, seed, out_dir / f"seed{seed}") for seed in args.seeds}, args)
+    else:
+        text = table(run_all(args, args.seed, out_dir), args)
+    publish_table(text, out_dir / "ood_table.md", START, END, not args.no_docs)
     return 0
 
 
