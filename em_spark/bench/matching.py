@@ -262,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             **out,
             "budget_minutes": conf.budget_minutes if args.model != "features" else None,
             "max_epochs": conf.max_epochs if args.model != "features" else None,
-            # loading + training + scoring this test split (a shared training counts once per file)
+            # loading + training + scoring this test split: each file counts a shared training in full
             "seconds": trained_s + out["test_seconds"],
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
             # In test-split order: paired comparisons of two runs on the same pairs (bootstrap).
