@@ -169,62 +169,79 @@ def table(results: list[dict], args: argparse.Namespace) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _paired_interval(labels: np.ndarray, runs: dict[int, dict], seeds: list[int], mode: str) -> dict | None:
+    """EA minus ``mode`` over ``seeds`` (those whose runs kept test_scores), paired bootstrap."""
+    scored = [s for s in seeds if all("test_scores" in runs[s][m] for m in ("explained", mode))]
+    if not scored:
+        return None
+    verdicts = {m: [np.asarray(runs[s][m]["test_scores"]) >= runs[s][m]["threshold"] for s in scored]
+                for m in ("explained", mode)}
+    return {"seeds": scored, **paired_f1_difference(labels, verdicts["explained"], verdicts[mode])}
+
+
+def _interval_text(d: dict | None) -> str:
+    if d is None:
+        return "-"
+    return f"{d['difference']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}] ({', '.join(map(str, d['seeds']))})"
+
+
 def seeds_table(per_seed: dict[int, list[dict]], args: argparse.Namespace) -> str:
     """BL vs EA over seeds: per-seed F1, the means, and a paired interval over all seeds;
-    with the ablations' means (over the seeds where EA ran too) where they ran."""
+    with the ablations' means and EA's paired difference to each (over the seeds where EA
+    ran too) where they ran."""
     seeds = list(per_seed)
     by_seed = {seed: _by_row(results) for seed, results in per_seed.items()}
     rows = list(dict.fromkeys(key for table_rows in by_seed.values() for key in table_rows))
     ablations = [m for m in ABLATIONS if any(m in runs for b in by_seed.values() for runs in b.values())]
     head = ("| setting | train -> test | BL F1 by seed | EA F1 by seed | BL mean | EA mean | "
-            + "".join(f"{m} mean (seeds) | " for m in ablations)
+            + "".join(f"{m} mean; EA - {m}, 95% paired interval (seeds) | " for m in ablations)
             + "EA - BL, 95% paired interval (seeds) | seeds EA > BL | paper BL / EA |")
     lines = [_settings(args, f"seeds {', '.join(map(str, seeds))}"), "", head, "|" + "---|" * (head.count("|") - 1)]
-    mean_wins, seed_wins = 0, dict.fromkeys(seeds, 0)
-    ablation_wins = {m: [0, 0] for m in ablations}  # rows where EA's mean beats it, rows with both
+    # per compared mode: rows where EA's mean is ahead, rows where the interval is above 0, rows compared
+    tally = {m: [0, 0, 0] for m in ["label_only", *ablations]}
+    seed_wins = dict.fromkeys(seeds, 0)
     for key in rows:
         setting, train, test, pbl, pea = key
         both = {s: by_seed[s][key] for s in seeds if {"label_only", "explained"} <= set(by_seed[s].get(key, {}))}
         if not both:
             continue
+        labels = np.asarray([p.label for p in load_dataset(DATASETS / test).splits["test"]])
+        ea = {s: 100 * both[s]["explained"]["f1"] for s in both}
+        cells = {}
+        for m in ["label_only", *ablations]:
+            ran = [s for s in both if m in both[s]]
+            if not ran:
+                cells[m] = "-"
+                continue
+            other_mean = np.mean([100 * both[s][m]["f1"] for s in ran])
+            interval = _paired_interval(labels, both, ran, m)
+            tally[m][0] += np.mean([ea[s] for s in ran]) > other_mean
+            tally[m][1] += interval is not None and interval["low"] > 0
+            tally[m][2] += 1
+            cells[m] = (_interval_text(interval) if m == "label_only"
+                        else f"{other_mean:.2f}; {_interval_text(interval)}")
         bl = [100 * both[s]["label_only"]["f1"] for s in both]
-        ea = [100 * both[s]["explained"]["f1"] for s in both]
-        mean_wins += np.mean(ea) > np.mean(bl)
         wins = [s for s in both if both[s]["explained"]["f1"] > both[s]["label_only"]["f1"]]
         for s in wins:
             seed_wins[s] += 1
-        ablation_cells = ""
-        for m in ablations:
-            ran = [s for s in both if m in both[s]]
-            if not ran:
-                ablation_cells += "- | "
-                continue
-            ablation_mean = np.mean([100 * both[s][m]["f1"] for s in ran])
-            ablation_wins[m][0] += np.mean([100 * both[s]["explained"]["f1"] for s in ran]) > ablation_mean
-            ablation_wins[m][1] += 1
-            ablation_cells += f"{ablation_mean:.2f} ({', '.join(map(str, ran))}) | "
-        scored = [s for s in both if all("test_scores" in both[s][m] for m in ("label_only", "explained"))]
-        interval = "-"
-        if scored:
-            labels = np.asarray([p.label for p in load_dataset(DATASETS / test).splits["test"]])
-            verdicts = {m: [np.asarray(both[s][m]["test_scores"]) >= both[s][m]["threshold"] for s in scored]
-                        for m in ("explained", "label_only")}
-            d = paired_f1_difference(labels, verdicts["explained"], verdicts["label_only"])
-            interval = f"{d['difference']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}] ({', '.join(map(str, scored))})"
         paper = f"{pbl} / {pea}" if pbl is not None else "n/a"
         lines.append(
-            f"| {setting} | {train} -> {test} | {' / '.join(f'{v:.2f}' for v in bl)} | {' / '.join(f'{v:.2f}' for v in ea)}"
-            f" | {np.mean(bl):.2f} | {np.mean(ea):.2f} | {ablation_cells}{interval} | {len(wins)} of {len(both)} | {paper} |"
+            f"| {setting} | {train} -> {test} | {' / '.join(f'{v:.2f}' for v in bl)} | "
+            f"{' / '.join(f'{v:.2f}' for v in ea.values())} | {np.mean(bl):.2f} | {np.mean(list(ea.values())):.2f} | "
+            + "".join(f"{cells[m]} | " for m in ablations)
+            + f"{cells['label_only']} | {len(wins)} of {len(both)} | {paper} |"
         )
+    won, clear, _ = tally["label_only"]
     lines += [
         "",
-        f"EA's mean beats BL's on {mean_wins} of {len(rows)} rows; per seed, EA beats BL on "
+        f"EA's mean beats BL's on {won} of {len(rows)} rows (interval above 0 on {clear}); per seed, EA beats BL on "
         + ", ".join(f"{n} (seed {s})" for s, n in seed_wins.items()) + f" of {len(rows)} rows.",
     ]
-    lines += [f"EA's mean beats {m}'s (same seeds) on {won} of {ran} rows." for m, (won, ran) in ablation_wins.items()]
+    lines += [f"EA's mean beats {m}'s (same seeds) on {won} of {ran} rows (interval above 0 on {clear})."
+              for m, (won, clear, ran) in tally.items() if m != "label_only"]
     lines.append(
-        "The interval: EA minus BL in F1 points, averaged over the seeds named, 95% from 2,000 bootstrap "
-        "resamples of the test pairs (one draw for both modes and all those seeds)."
+        "The intervals: EA minus the other mode in F1 points, averaged over the seeds named, 95% from 2,000 "
+        "bootstrap resamples of the test pairs (one draw for both modes and all those seeds)."
     )
     return "\n".join(lines) + "\n"
 

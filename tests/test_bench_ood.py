@@ -48,9 +48,9 @@ def test_seed_table_counts_wins_means_and_a_paired_interval(ood, tmp_path):
     row = next(line for line in text.splitlines() if "Textual-Abt-Buy -> Structured-Beer" in line)
     cells = [c.strip() for c in row.split("|")[1:-1]]
     assert cells[2:6] == [f"{all_match:.2f} / {all_match:.2f}", "100.00 / 100.00", f"{all_match:.2f}", "100.00"]
-    assert cells[6] == "100.00 (1)"  # shuffled ran at seed 1 only
+    assert cells[6] == "100.00; +0.00 [+0.00, +0.00] (1)"  # shuffled ran at seed 1 only, verdicts = EA's
     assert cells[7].startswith(f"{100 - all_match:+.2f} [") and cells[7].endswith("(1, 2)")
     assert cells[8] == "2 of 2"
-    assert "EA's mean beats BL's on 1 of 1 rows; per seed, EA beats BL on 1 (seed 1), 1 (seed 2)" in text
-    assert "EA's mean beats shuffled's (same seeds) on 0 of 1 rows." in text
+    assert "EA's mean beats BL's on 1 of 1 rows (interval above 0 on 1); per seed, EA beats BL on 1 (seed 1), 1 (seed 2)" in text
+    assert "EA's mean beats shuffled's (same seeds) on 0 of 1 rows (interval above 0 on 0)." in text
     assert "or 1 epoch(s), whichever ends first" in text
