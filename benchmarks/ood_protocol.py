@@ -140,7 +140,7 @@ def table(results: list[dict], args: argparse.Namespace) -> str:
         head,
         "|" + "---|" * (head.count("|") - 1),
     ]
-    wins = 0
+    wins, compared = 0, 0
     # Does EA's lead come from what the explanations say? Against each ablation, per row.
     ablation_wins = {m: [0, 0] for m in ABLATIONS if m in modes}
     for (setting, train, test, pbl, pea), runs in by_row.items():
@@ -149,6 +149,7 @@ def table(results: list[dict], args: argparse.Namespace) -> str:
         if "label_only" in runs and "explained" in runs:
             d = 100 * (runs["explained"]["f1"] - runs["label_only"]["f1"])
             wins += d > 0
+            compared += 1
             delta = f"{d:+.2f}"
             for m, count in ablation_wins.items():
                 if m in runs:
@@ -164,7 +165,7 @@ def table(results: list[dict], args: argparse.Namespace) -> str:
             f"| {setting} | {train} -> {test} | " + " | ".join(cells)
             + f" | {delta} | {paired_interval(test, runs)} | {valid} | {epochs} | {paper} |"
         )
-    lines += ["", f"EA beats BL on {wins} of {len(by_row)} rows."]
+    lines += ["", f"EA beats BL on {wins} of {compared} rows (those where both ran)."]
     lines += [f"EA beats {m} on {won} of {ran} rows." for m, (won, ran) in ablation_wins.items()]
     return "\n".join(lines) + "\n"
 
@@ -231,11 +232,11 @@ def seeds_table(per_seed: dict[int, list[dict]], args: argparse.Namespace) -> st
             + "".join(f"{cells[m]} | " for m in ablations)
             + f"{cells['label_only']} | {len(wins)} of {len(both)} | {paper} |"
         )
-    won, clear, _ = tally["label_only"]
+    won, clear, compared = tally["label_only"]
     lines += [
         "",
-        f"EA's mean beats BL's on {won} of {len(rows)} rows (interval above 0 on {clear}); per seed, EA beats BL on "
-        + ", ".join(f"{n} (seed {s})" for s, n in seed_wins.items()) + f" of {len(rows)} rows.",
+        f"EA's mean beats BL's on {won} of {compared} rows (interval above 0 on {clear}); per seed, EA beats BL on "
+        + ", ".join(f"{n} (seed {s})" for s, n in seed_wins.items()) + f" of {compared} rows.",
     ]
     lines += [f"EA's mean beats {m}'s (same seeds) on {won} of {ran} rows (interval above 0 on {clear})."
               for m, (won, clear, ran) in tally.items() if m != "label_only"]
