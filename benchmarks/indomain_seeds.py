@@ -10,6 +10,7 @@ Every run's JSON lands in ``--out-dir`` (finished runs are kept: the script resu
 the ``indomain-table`` markers in docs/BENCHMARKS.md (if present).
 
     .venv/bin/python benchmarks/indomain_seeds.py --seeds 13 14 15
+    .venv/bin/python benchmarks/indomain_seeds.py --recipe feature_offset --seeds 13 14 15
 """
 
 from __future__ import annotations
@@ -32,9 +33,15 @@ from em_spark.bench.paired import paired_f1_difference  # noqa: E402
 
 DATASETS_DIR = REPO.parent / "shared" / "datasets"
 DATASETS = ["Textual-Abt-Buy", "Structured-Amazon-Google", "Structured-Walmart-Amazon", "Structured-DBLP-ACM"]
-# The session-10 recipe (docs/BENCHMARKS.md): validate on the whole valid split.
-STUDENT_SETTINGS = ["patience=6", "eval_every_steps=150", "feature_score_hint=true"]
-START, END = "<!-- indomain-table:start -->", "<!-- indomain-table:end -->"
+# Validate on the whole valid split every 150 steps (the session-10 recipe, docs/BENCHMARKS.md);
+# the student reads the feature model's score as a hint word, or adds its logit to the verdict.
+VALIDATION = ["patience=6", "eval_every_steps=150"]
+RECIPES = {
+    "score_hint": (VALIDATION + ["feature_score_hint=true"], "the feature score hint"),
+    "feature_offset": (VALIDATION + ["feature_offset=true"], "the feature model's logit as a verdict offset"),
+}
+# Where each recipe's table goes in docs/BENCHMARKS.md.
+MARKERS = {"score_hint": "indomain-table", "feature_offset": "indomain-offset-table"}
 
 
 def run_path(out_dir: Path, dataset: str, model: str, seed: int) -> Path:
@@ -55,7 +62,7 @@ def run_all(args: argparse.Namespace) -> dict[str, dict[int, dict[str, dict]]]:
                     argv = ["--train", folder, "--test", folder, "--model", model, "--seed", str(seed), "--out", str(path)]
                     if model != "features":
                         argv += ["--mode", "explained", "--budget-minutes", str(args.budget_minutes)]
-                        for setting in STUDENT_SETTINGS:
+                        for setting in RECIPES[args.recipe][0] + args.overrides:
                             argv += ["--set", setting]
                     bench_matching(argv)
                 if path.is_file():
@@ -76,6 +83,7 @@ def summarize(results: dict[str, dict[int, dict[str, dict]]]) -> dict[str, dict]
             "student_f1": student,
             "features_f1": features,
             "student_valid_f1": [100 * by_seed[s]["student"]["valid_f1"] for s in seeds],
+            "student_kept_epoch": [kept_epoch(by_seed[s]["student"]) for s in seeds],
             "features_valid_f1": [100 * by_seed[s]["features"]["valid_f1"] for s in seeds],
             "student_mean": statistics.fmean(student),
             "features_mean": statistics.fmean(features),
@@ -86,6 +94,16 @@ def summarize(results: dict[str, dict[int, dict[str, dict]]]) -> dict[str, dict]
             "paired": paired_difference(dataset, [by_seed[s] for s in seeds]),
         }
     return summary
+
+
+def kept_epoch(report: dict) -> float | None:
+    """The epoch of the weights training kept: its first validation with the best F1
+    (0.0 with the verdict offset: the feature model before any step)."""
+    history = report.get("history") or []
+    if not history:
+        return None
+    best = max(h["valid_f1"] for h in history)
+    return next(h["epoch"] for h in history if h["valid_f1"] == best)
 
 
 def paired_difference(dataset: str, runs: list[dict[str, dict]]) -> dict | None:
@@ -111,15 +129,17 @@ def table(summary: dict[str, dict], args: argparse.Namespace) -> str:
 
     lines = [
         (
-            f"Model `{args.model}`, explained, the feature score hint, {args.budget_minutes} min of training per run; "
+            f"Model `{args.model}`, explained, {RECIPES[args.recipe][1]}"
+            f"{''.join(', ' + o for o in args.overrides)}, {args.budget_minutes} min of training per run; "
             "test F1 per seed (student / features), the mean ± sample standard deviation over seeds."
         ),
         "",
         (
             "| dataset (test split) | seeds | per seed: student / features | student mean | features mean "
-            "| student / features | seeds at or above | paired difference, 95% interval (seeds) |"
+            "| student / features | seeds at or above | paired difference, 95% interval (seeds) "
+            "| kept weights, epoch per seed |"
         ),
-        "|---|---|---|---:|---:|---:|---:|---|",
+        "|---|---|---|---:|---:|---:|---:|---|---|",
     ]
     met = 0
     for dataset, s in summary.items():
@@ -128,7 +148,8 @@ def table(summary: dict[str, dict], args: argparse.Namespace) -> str:
         lines.append(
             f"| {dataset} | {', '.join(map(str, s['seeds']))} | {per_seed} | {s['student_mean']:.2f}{sd(s['student_sd'])} "
             f"| {s['features_mean']:.2f}{sd(s['features_sd'])} | {s['ratio_of_means']:.3f} "
-            f"| {s['seeds_at_or_above']} of {len(s['seeds'])} | {paired_cell(s['paired'])} |"
+            f"| {s['seeds_at_or_above']} of {len(s['seeds'])} | {paired_cell(s['paired'])} "
+            f"| {'; '.join('-' if e is None else f'{e:.2f}' for e in s['student_kept_epoch'])} |"
         )
     lines += [
         "",
@@ -154,14 +175,24 @@ def main() -> int:
     p.add_argument("--budget-minutes", type=float, default=10.0)
     p.add_argument("--seeds", type=int, nargs="+", default=[13, 14, 15])
     p.add_argument("--datasets", nargs="+", default=DATASETS)
-    p.add_argument("--out-dir", default=str(REPO / "benchmarks" / "results" / "indomain_seeds"))
+    p.add_argument("--recipe", choices=sorted(RECIPES), default="score_hint")
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="one more train.* setting for every student run, e.g. --set threads=1 (repeatable)",
+    )
+    p.add_argument("--out-dir", default=None, help="default: benchmarks/results/indomain_seeds[_<recipe>]")
     p.add_argument("--no-docs", action="store_true", help="do not edit docs/BENCHMARKS.md")
     p.add_argument("--table-only", action="store_true", help="tabulate finished runs, start none")
     args = p.parse_args()
+    if args.out_dir is None:
+        suffix = "" if args.recipe == "score_hint" else f"_{args.recipe}"
+        args.out_dir = str(REPO / "benchmarks" / "results" / f"indomain_seeds{suffix}")
     summary = summarize(run_all(args))
     out_dir = Path(args.out_dir)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    publish_table(table(summary, args), out_dir / "indomain_table.md", START, END, not args.no_docs)
+    marker = MARKERS[args.recipe]
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
+    publish_table(table(summary, args), out_dir / "indomain_table.md", start, end, not args.no_docs)
     return 0
 
 

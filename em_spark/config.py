@@ -359,6 +359,12 @@ class TrainConf(Section):
     # feature baseline's F1 to about par in 10 minutes, but out of domain (a new schema) the
     # feature model fails and the student follows it (docs/STUDENT.md).
     feature_score_hint: bool = False
+    # Add the similarity-feature matcher's logit (out of fold on the train pairs) to the
+    # student's verdict logit, so the student learns a correction to the feature model
+    # instead of the whole verdict, and validation before the first step measures the
+    # feature model itself (boosting). Needs train.prefilter, as the score hint does, and
+    # like it serves only the schema it was trained on (docs/STUDENT.md).
+    feature_offset: bool = False
     # Loss weight of matching pairs; None: balanced (negatives / positives).
     positive_weight: float | None = Field(default=None, gt=0)
     eval_batch_size: int = Field(default=64, ge=1)
@@ -383,6 +389,8 @@ class TrainConf(Section):
             raise ValueError("train.verdict_by: 'features' needs train.prefilter: true (the feature model)")
         if self.feature_score_hint and not self.prefilter:
             raise ValueError("train.feature_score_hint: true needs train.prefilter: true (the feature model)")
+        if self.feature_offset and not self.prefilter:
+            raise ValueError("train.feature_offset: true needs train.prefilter: true (the feature model)")
         return self
 
 

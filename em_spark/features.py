@@ -427,15 +427,16 @@ def fit_prefilter(
     )
 
 
-def out_of_fold_score_hints(
+def out_of_fold_scores(
     matcher: FeatureMatcher, train_pairs: Sequence[Pair], seed: int = 0, folds: int = 5, max_iter: int = 300
-) -> list[str]:
-    """Score hints for the pairs ``matcher`` was fitted on, each from a model fitted on the
-    other folds (the matcher's recipe), binned at the matcher's threshold.
+) -> np.ndarray:
+    """P(match) for the pairs ``matcher`` was fitted on, each from a model fitted on the
+    other folds (the matcher's recipe).
 
     Why: the matcher's own scores of its training pairs are near-certain and right, so a
-    student trained on them would learn to copy the hint; out-of-fold scores are as
-    reliable on training pairs as the matcher's scores are on new ones (stacking).
+    student trained on them (as a score hint or a verdict offset) would learn to copy
+    them; out-of-fold scores are as reliable on training pairs as the matcher's scores are
+    on new ones (stacking).
     """
     lefts, rights, labels = _split(train_pairs, "train pairs")
     x = pair_features(lefts, rights, matcher.attributes)
@@ -450,7 +451,15 @@ def out_of_fold_score_hints(
                 x[fit_idx], labels[fit_idx], sample_weight=_balanced_weights(labels[fit_idx])
             )
             scores[held_idx] = fold.predict_proba(x[held_idx])[:, 1]
-    return [score_hint_word(s, matcher.f1_threshold) for s in scores]
+    return scores
+
+
+def verdict_offsets(scores: np.ndarray) -> np.ndarray:
+    """The matcher's P(match) as a logit, the offset a student adds to its verdict logit
+    (train.feature_offset); clipped to +-9.2 (P in [1e-4, 1 - 1e-4]) so that a certain
+    matcher score still leaves the student room to overrule it."""
+    p = np.clip(np.asarray(scores, dtype=np.float64), 1e-4, 1 - 1e-4)
+    return np.log(p) - np.log1p(-p)
 
 
 def _balanced_weights(labels: np.ndarray) -> np.ndarray:

@@ -74,7 +74,7 @@ class ScoringModel:
         path = student.prefilter_path
         prefilter = FeatureMatcher.load(path) if path is not None and FeatureMatcher.is_saved(path) else None
         if prefilter is not None:
-            student.feature_matcher = prefilter  # its score hints, if the student reads them
+            student.feature_matcher = prefilter  # its score hints and offsets, if the student uses them
         return cls(uri=uri, student=student, prefilter=prefilter)
 
     @property
@@ -91,6 +91,8 @@ class ScoringModel:
             uses.append("the verdicts (verdict_by: features)")
         if self.student.settings.feature_score_hint:
             uses.append("the student's score hint")
+        if self.student.feature_offset:
+            uses.append("the student's verdict offset")
         return uses
 
 
@@ -206,7 +208,11 @@ def score_pairs(
         probs, failed_p = {i: feature_scores[i] for i in pending if i in texts}, {}
     else:
         probs, failed_p = _guarded(
-            lambda rows: student.p_match([texts[r] for r in rows], batch_size=policy.batch_size),
+            lambda rows: student.p_match(
+                [texts[r] for r in rows],
+                batch_size=policy.batch_size,
+                offsets=student.verdict_offsets([lefts[r] for r in rows], [rights[r] for r in rows]),
+            ),
             [i for i in pending if i in texts],
         )
     for i, message in {**failed, **failed_p}.items():

@@ -14,16 +14,16 @@ from em_spark.config import load_config
 from em_spark.serialize import serialize_pair, serialize_record
 from em_spark.student.inference import StudentPredictor, label_start_ids, parse_verdict, save_student
 from em_spark.errors import InputError
-from em_spark.features import HINT_VOCABULARY, fit_prefilter
+from em_spark.features import HINT_VOCABULARY, fit_prefilter, verdict_offsets
 from em_spark.student.optim import learning_rate_factor
 from em_spark.student.presets import build_preset
 from em_spark.student.pretraining import corrupt_spans, noise_mask, sentinel_ids
 from em_spark.student.training import (
     PairExample,
     build_targets,
+    feature_model_inputs,
     serializer_settings,
     train_student,
-    training_score_hints,
 )
 from em_spark.teacher.rules import explain_pair
 from tests.conftest import DEMO_DATA
@@ -215,17 +215,74 @@ def test_auto_dtype_is_bf16_only_where_the_cpu_computes_it(monkeypatch):
     assert inference.pick_dtype("float32", cpu) == torch.float32
 
 
-def test_training_score_hints_are_out_of_fold_and_need_both_labels_twice():
+def test_feature_model_inputs_are_out_of_fold_and_need_both_labels_twice():
     conf = load_config(overrides=["train.prefilter=true", "train.feature_score_hint=true"]).train
     every = _pairs("train", 10_000)
     train = [p for p in every if p[2] == 1][:20] + [p for p in every if p[2] == 0][:40]
     valid = _pairs("valid", 10_000)[-30:] + _pairs("valid", 10)
     matcher = fit_prefilter(train, valid)
-    train_hints, valid_hints = training_score_hints(conf, matcher, train, valid)
-    assert len(train_hints) == len(train) and len(valid_hints) == len(valid)
-    assert valid_hints == matcher.score_hints([p[0] for p in valid], [p[1] for p in valid])
-    off = load_config().train
-    assert training_score_hints(off, matcher, train, valid) == ([None] * len(train), [None] * len(valid))
+    train_inputs, valid_inputs = feature_model_inputs(conf, matcher, train, valid)
+    assert len(train_inputs.hints) == len(train) and len(valid_inputs.hints) == len(valid)
+    assert valid_inputs.hints == matcher.score_hints([p[0] for p in valid], [p[1] for p in valid])
+    assert valid_inputs.offsets == [0.0] * len(valid)  # the hint alone: no offset
+    with_offset = load_config(overrides=["train.feature_offset=true"]).train
+    # enough pairs that the fold models are not constant (leaves of 40 pairs)
+    train, valid = _pairs("train", 10_000), _pairs("valid", 10_000)
+    matcher = fit_prefilter(train, valid)
+    train_inputs, valid_inputs = feature_model_inputs(with_offset, matcher, train, valid)
+    assert train_inputs.hints == [None] * len(train)
+    valid_p = matcher.predict_proba([p[0] for p in valid], [p[1] for p in valid])
+    assert np.allclose(valid_inputs.offsets, verdict_offsets(valid_p))
+    # out of fold: not the matcher's own (near-certain) scores of its training pairs
+    own = verdict_offsets(matcher.predict_proba([p[0] for p in train], [p[1] for p in train]))
+    assert not np.allclose(train_inputs.offsets, own)
+    off_inputs = feature_model_inputs(load_config().train, matcher, train, valid)
+    assert off_inputs[0].hints == [None] * len(train) and off_inputs[1].offsets == [0.0] * len(valid)
     one_match = [p for p in train if p[2] == 0][:10] + [p for p in train if p[2] == 1][:1]
     with pytest.raises(InputError, match="1 matching and 10 non-matching"):
-        training_score_hints(conf, matcher, one_match, valid)
+        feature_model_inputs(conf, matcher, one_match, valid)
+
+
+def test_feature_offset_student_starts_at_the_feature_model_and_scores_with_it(tmp_path):
+    from em_spark.scorer import ScoringModel, ScoringPolicy, score_pairs
+
+    conf = load_config(overrides=[
+        "train.feature_offset=true", "train.max_epochs=1", "train.batch_size=8", "train.eval_every_steps=2",
+        "train.patience=10", "train.budget_minutes=2", "train.threads=1", "train.max_target_tokens=24",
+    ]).train
+    settings = serializer_settings(conf)
+    train_pairs, valid_pairs = _pairs("train", 100), _pairs("valid", 40)  # both labels in each
+    matcher = fit_prefilter(_pairs("train", 10_000), _pairs("valid", 10_000))
+    train_inputs, valid_inputs = feature_model_inputs(conf, matcher, train_pairs, valid_pairs)
+
+    def examples(pairs, inputs):
+        return [PairExample(serialize_pair(l, r, None, settings), y, explain_pair(l, r, y), o)
+                for (l, r, y), o in zip(pairs, inputs.offsets)]
+
+    corpus = [serialize_record(r) for r in _table("tableA.csv").values()]
+    valid = examples(valid_pairs, valid_inputs)
+    result = train_student(examples(train_pairs, train_inputs), valid, conf, corpus, tmp_path / "base")
+    # validated once before the first step (no train loss yet), then every 2 steps
+    first = result.history[0]
+    assert first["epoch"] == 0.0 and "train_loss" not in first and len(result.history) >= 3
+    assert result.valid_f1 >= first["valid_f1"]
+
+    save_student(result.model, result.tokenizer, tmp_path / "model", result.threshold, settings, None,
+                 {"feature_offset": True}, max_input_tokens=conf.max_input_tokens)
+    matcher.save(tmp_path / "model" / "prefilter")
+    model = ScoringModel.load(str(tmp_path / "model"), device="cpu")
+    assert "the student's verdict offset" in model.feature_model_uses(ScoringPolicy(use_prefilter=False))
+    student = model.student
+    lefts, rights = [p[0] for p in valid_pairs], [p[1] for p in valid_pairs]
+    texts = student.serialize_pairs(lefts, rights)
+    offsets = student.verdict_offsets(lefts, rights)
+    assert np.allclose(offsets, valid_inputs.offsets)
+    with pytest.raises(InputError, match="feature_offset"):
+        student.p_match(texts)
+    # the offset moves the verdict logit: p = sigmoid(the student's own logit + offset)
+    own = student.p_match(texts, offsets=np.zeros(len(texts)))
+    shifted = student.p_match(texts, offsets=offsets)
+    expected = 1 / (1 + np.exp(-(np.log(own) - np.log1p(-own) + offsets)))
+    assert np.allclose(shifted, expected, atol=1e-5)
+    scored = score_pairs(model, lefts, rights, ScoringPolicy(rationale="none", use_prefilter=False))
+    assert (scored["status"] == "ok").all() and np.allclose(scored["p_match"], shifted, atol=1e-6)

@@ -133,31 +133,39 @@ class StudentMatcher:
         from em_spark.features import fit_prefilter
         from em_spark.serialize import serialize_pair, serialize_record
         from em_spark.student.inference import StudentPredictor
-        from em_spark.student.training import PairExample, serializer_settings, train_student, training_score_hints
+        from em_spark.student.training import (
+            FeatureModelInputs,
+            PairExample,
+            feature_model_inputs,
+            serializer_settings,
+            train_student,
+        )
 
         settings = serializer_settings(conf)
 
         def examples(
-            pairs: Sequence[LabeledPair], explanations: Sequence[str | None], hints: Sequence[str | None]
+            pairs: Sequence[LabeledPair], explanations: Sequence[str | None], inputs: FeatureModelInputs
         ) -> list[PairExample]:
             return [
-                PairExample(serialize_pair(p.left, p.right, None, settings, h), p.label, e)
-                for p, e, h in zip(pairs, explanations, hints)
+                PairExample(serialize_pair(p.left, p.right, None, settings, h), p.label, e, o)
+                for p, e, h, o in zip(pairs, explanations, inputs.hints, inputs.offsets)
             ]
 
         t0 = time.monotonic()
         triples = {s: _triples(train.splits[s]) for s in ("train", "valid")}
-        matcher = fit_prefilter(triples["train"], triples["valid"], seed=conf.seed) if conf.feature_score_hint else None
-        train_hints, valid_hints = training_score_hints(conf, matcher, triples["train"], triples["valid"])
+        uses_matcher = conf.feature_score_hint or conf.feature_offset
+        matcher = fit_prefilter(triples["train"], triples["valid"], seed=conf.seed) if uses_matcher else None
+        train_inputs, valid_inputs = feature_model_inputs(conf, matcher, triples["train"], triples["valid"])
         explanations = explain(train.splits["train"], conf.teacher)
         # The tokenizer sees the same texts in every mode (records + explanations), so BL and
         # EA runs share one vocabulary.
         corpus = [serialize_record(r, None, settings) for r in train.records] + explanations
-        train_ex = examples(train.splits["train"], explanations, train_hints)
-        valid_ex = examples(train.splits["valid"], [None] * len(train.splits["valid"]), valid_hints)
+        train_ex = examples(train.splits["train"], explanations, train_inputs)
+        valid_ex = examples(train.splits["valid"], [None] * len(train.splits["valid"]), valid_inputs)
         result = train_student(train_ex, valid_ex, conf, corpus, work_dir)
         self.predictor = StudentPredictor(
-            result.model, result.tokenizer, result.threshold, settings, None, conf.max_input_tokens
+            result.model, result.tokenizer, result.threshold, settings, None, conf.max_input_tokens,
+            extra={"feature_offset": conf.feature_offset},
         )
         self.predictor.feature_matcher = matcher
         self.batch_size = conf.eval_batch_size
@@ -175,12 +183,15 @@ class StudentMatcher:
             "parameters": result.parameters,
             "pretrain": asdict(result.pretrain) if result.pretrain else None,
             "feature_score_hint": conf.feature_score_hint,
+            "feature_offset": conf.feature_offset,
         }
 
     def score(self, pairs: Sequence[LabeledPair]) -> dict[str, Any]:
-        texts = self.predictor.serialize_pairs([p.left for p in pairs], [p.right for p in pairs])
+        lefts, rights = [p.left for p in pairs], [p.right for p in pairs]
+        texts = self.predictor.serialize_pairs(lefts, rights)
         t0 = time.monotonic()
-        scores = self.predictor.p_match(texts, batch_size=self.batch_size)
+        offsets = self.predictor.verdict_offsets(lefts, rights)
+        scores = self.predictor.p_match(texts, batch_size=self.batch_size, offsets=offsets)
         return {
             "test_seconds": time.monotonic() - t0,
             "scores": scores,

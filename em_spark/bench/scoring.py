@@ -64,7 +64,7 @@ def train_preset(preset: str, dataset: Any, prefilter: FeatureMatcher, minutes: 
     from em_spark.serialize import serialize_pair, serialize_record
     from em_spark.student.inference import save_student
     from em_spark.student.job import choose_verdict_model
-    from em_spark.student.training import PairExample, serializer_settings, train_student, training_score_hints
+    from em_spark.student.training import PairExample, feature_model_inputs, serializer_settings, train_student
 
     conf = load_config(
         overrides=[f"train.model={preset}", f"train.budget_minutes={minutes}", f"train.seed={seed}", "train.max_epochs=3"]
@@ -73,18 +73,22 @@ def train_preset(preset: str, dataset: Any, prefilter: FeatureMatcher, minutes: 
     train, valid = dataset.splits["train"], dataset.splits["valid"][:300]
     explanations = explain(train, "rules")
     corpus = [serialize_record(r, None, settings) for r in dataset.records] + explanations
-    train_hints, valid_hints = training_score_hints(
+    train_inputs, valid_inputs = feature_model_inputs(
         conf, prefilter, [(p.left, p.right, p.label) for p in train], [(p.left, p.right, p.label) for p in valid]
     )
     examples = [
-        PairExample(serialize_pair(p.left, p.right, None, settings, h), p.label, e)
-        for p, e, h in zip(train, explanations, train_hints)
+        PairExample(serialize_pair(p.left, p.right, None, settings, h), p.label, e, o)
+        for p, e, h, o in zip(train, explanations, train_inputs.hints, train_inputs.offsets)
     ]
-    valid_ex = [PairExample(serialize_pair(p.left, p.right, None, settings, h), p.label) for p, h in zip(valid, valid_hints)]
+    valid_ex = [
+        PairExample(serialize_pair(p.left, p.right, None, settings, h), p.label, None, o)
+        for p, h, o in zip(valid, valid_inputs.hints, valid_inputs.offsets)
+    ]
     result = train_student(examples, valid_ex, conf, corpus, out_dir / "work")
     verdict_by = choose_verdict_model(conf.verdict_by, result.valid_f1, prefilter)
     save_student(result.model, result.tokenizer, out_dir, result.threshold, settings, None,
-                 extra={"bench_train_seconds": result.seconds, "valid_f1": result.valid_f1, "verdict_by": verdict_by})
+                 extra={"bench_train_seconds": result.seconds, "valid_f1": result.valid_f1, "verdict_by": verdict_by,
+                        "feature_offset": conf.feature_offset})
     prefilter.save(out_dir / "prefilter")
     return ScoringModel.load(str(out_dir), device="cpu")
 

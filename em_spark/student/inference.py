@@ -221,6 +221,19 @@ class StudentPredictor:
             for left, right, hint in zip(lefts, rights, hints)
         ]
 
+    @property
+    def feature_offset(self) -> bool:
+        """Whether the verdict logit adds the feature matcher's (train.feature_offset)."""
+        return bool(self.extra.get("feature_offset", False))
+
+    def verdict_offsets(self, lefts: Sequence[Mapping], rights: Sequence[Mapping]) -> np.ndarray | None:
+        """The offsets :meth:`p_match` needs for these pairs; None for a student without."""
+        if not self.feature_offset:
+            return None
+        from em_spark.features import verdict_offsets
+
+        return verdict_offsets(self.feature_matcher.predict_proba(lefts, rights)) if len(lefts) else np.empty(0)
+
     def _batches(self, texts: Sequence[str], batch_size: int) -> Iterator[tuple[np.ndarray, dict]]:
         """Tokenized batches in input-length order (less padding); yields original indices."""
         encoded = self.tokenizer(
@@ -232,8 +245,22 @@ class StudentPredictor:
             ids, mask = pad_batch([encoded[i] for i in idx], self.tokenizer.pad_token_id)
             yield idx, {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
 
-    def p_match(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        """P("match" | first decoder step), renormalized over the two verdict starts."""
+    def p_match(
+        self, texts: Sequence[str], batch_size: int = 64, offsets: Sequence[float] | np.ndarray | None = None
+    ) -> np.ndarray:
+        """P("match" | first decoder step), renormalized over the two verdict starts.
+
+        ``offsets``: per text, added to the "match" logit (:meth:`verdict_offsets`); a
+        student trained with train.feature_offset needs them.
+        """
+        if offsets is None and self.feature_offset:
+            raise InputError(
+                "this student adds the feature model's logit to its verdict (train.feature_offset): "
+                "score records (left and right), not serialized texts alone"
+            )
+        if offsets is not None and len(offsets) != len(texts):
+            raise InputError(f"p_match: {len(offsets)} offsets for {len(texts)} texts")
+        shift = torch.as_tensor(np.zeros(len(texts)) if offsets is None else np.asarray(offsets, dtype=np.float64))
         out = np.zeros(len(texts), dtype=np.float64)
         with torch.inference_mode():
             for idx, batch in self._batches(texts, batch_size):
@@ -242,6 +269,7 @@ class StudentPredictor:
                 )
                 logits = self.model(**batch, decoder_input_ids=start, use_cache=False).logits[:, 0, :]
                 pair = logits[:, [self.match_id, self.no_match_id]].float()
+                pair[:, 0] += shift[torch.as_tensor(idx)].to(pair.device, torch.float32)
                 out[idx] = torch.softmax(pair, dim=-1)[:, 0].cpu().numpy()
         return out
 

@@ -24,7 +24,13 @@ from em_spark.runs import Run
 from em_spark.serialize import serialize_pair, serialize_record
 from em_spark.student.inference import PREFILTER_DIR, save_student
 from em_spark.student.tracking import log_student, use_tracking
-from em_spark.student.training import PairExample, serializer_settings, train_student, training_score_hints
+from em_spark.student.training import (
+    FeatureModelInputs,
+    PairExample,
+    feature_model_inputs,
+    serializer_settings,
+    train_student,
+)
 from em_spark.tables import Lakehouse
 
 log = logging.getLogger(__name__)
@@ -99,26 +105,27 @@ def run_train(lake: Lakehouse, config: Config, run: Run) -> None:
     def triples(part: list[dict[str, Any]]) -> list[tuple]:
         return [(r["left_attributes"], r["right_attributes"], int(r["label"])) for r in part]
 
-    # The feature model first: the student's score hints (train.feature_score_hint) come from it.
+    # The feature model first: the student's score hints and verdict offsets come from it.
     features = None
     if conf.prefilter:
         features = fit_prefilter(
             triples(train_rows), triples(valid_rows), attributes,
             target_recall=conf.prefilter_recall, seed=conf.seed,
         )
-    train_hints, valid_hints = training_score_hints(conf, features, triples(train_rows), triples(valid_rows))
+    train_inputs, valid_inputs = feature_model_inputs(conf, features, triples(train_rows), triples(valid_rows))
 
-    def examples(part: list[dict[str, Any]], hints: list[str | None]) -> list[PairExample]:
+    def examples(part: list[dict[str, Any]], inputs: FeatureModelInputs) -> list[PairExample]:
         return [
             PairExample(
                 serialize_pair(r["left_attributes"], r["right_attributes"], attributes, settings, hint),
                 int(r["label"]),
                 r["explanation"],
+                offset,
             )
-            for r, hint in zip(part, hints)
+            for r, hint, offset in zip(part, inputs.hints, inputs.offsets)
         ]
 
-    train_ex, valid_ex = examples(train_rows, train_hints), examples(valid_rows, valid_hints)
+    train_ex, valid_ex = examples(train_rows, train_inputs), examples(valid_rows, valid_inputs)
     extra_records = [r["attributes"] for r in lake.read("records").select("attributes").limit(TOKENIZER_RECORDS).collect()]
     corpus = [serialize_record(r, attributes, settings) for r in records + extra_records]
     corpus += [e.explanation for e in train_ex if e.explanation]
@@ -165,7 +172,7 @@ def run_train(lake: Lakehouse, config: Config, run: Run) -> None:
             extra={
                 "mode": conf.mode, "teacher": conf.teacher, "base_model": conf.model,
                 "valid_f1": result.valid_f1, "em_run_id": run.run_id, "mlflow_run_id": mlrun.info.run_id,
-                "verdict_by": verdict_by,
+                "verdict_by": verdict_by, "feature_offset": conf.feature_offset,
             },
             max_input_tokens=conf.max_input_tokens,
         )

@@ -28,9 +28,23 @@ import torch
 
 from em_spark.config import TrainConf
 from em_spark.errors import InputError
-from em_spark.features import FeatureMatcher, Pair, out_of_fold_score_hints, threshold_for_f1
+from em_spark.features import (
+    FeatureMatcher,
+    Pair,
+    out_of_fold_scores,
+    score_hint_word,
+    threshold_for_f1,
+    verdict_offsets,
+)
 from em_spark.serialize import SerializerSettings
-from em_spark.student.inference import MATCH_TEXT, NO_MATCH_TEXT, StudentPredictor, pad_batch, pick_device
+from em_spark.student.inference import (
+    MATCH_TEXT,
+    NO_MATCH_TEXT,
+    StudentPredictor,
+    label_start_ids,
+    pad_batch,
+    pick_device,
+)
 from em_spark.student.optim import learning_rate_factor, length_bucketed_batches
 from em_spark.student.presets import load_base_model
 from em_spark.student.pretraining import PretrainResult, pretrain_span_corruption
@@ -39,11 +53,13 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class PairExample:
-    """One labeled pair: its serialized text, label and explanation (None: none usable)."""
+    """One labeled pair: its serialized text, label, explanation (None: none usable) and
+    verdict offset (the feature model's logit with train.feature_offset, else 0)."""
 
     text: str
     label: int
     explanation: str | None = None
+    offset: float = 0.0
 
 
 @dataclass
@@ -74,23 +90,44 @@ def serializer_settings(conf: TrainConf) -> SerializerSettings:
     )
 
 
-def training_score_hints(
+@dataclass
+class FeatureModelInputs:
+    """What the student reads from the feature model per pair of one split: the score
+    hint word (train.feature_score_hint; else None) and the verdict offset
+    (train.feature_offset; else 0)."""
+
+    hints: list[str | None]
+    offsets: list[float]
+
+
+def feature_model_inputs(
     conf: TrainConf, matcher: FeatureMatcher | None, train_pairs: Sequence[Pair], valid_pairs: Sequence[Pair]
-) -> tuple[list[str | None], list[str | None]]:
-    """The feature score hints of the train pairs (out of fold) and of the valid pairs, for
-    ``serialize_pair``; all None without ``train.feature_score_hint``."""
-    if not conf.feature_score_hint:
-        return [None] * len(train_pairs), [None] * len(valid_pairs)
+) -> tuple[FeatureModelInputs, FeatureModelInputs]:
+    """The train pairs' inputs (from out-of-fold scores) and the valid pairs' (from the
+    matcher itself); neutral without the hint and the offset."""
+    if not (conf.feature_score_hint or conf.feature_offset):
+        return (
+            FeatureModelInputs([None] * len(train_pairs), [0.0] * len(train_pairs)),
+            FeatureModelInputs([None] * len(valid_pairs), [0.0] * len(valid_pairs)),
+        )
+    setting = "train.feature_score_hint" if conf.feature_score_hint else "train.feature_offset"
     if matcher is None:
-        raise InputError("train.feature_score_hint needs the fitted feature matcher (train.prefilter)")
+        raise InputError(f"{setting} needs the fitted feature matcher (train.prefilter)")
     n_pos = sum(1 for p in train_pairs if p[2] == 1)
     if min(n_pos, len(train_pairs) - n_pos) < 2:
         raise InputError(
-            f"train.feature_score_hint: {n_pos} matching and {len(train_pairs) - n_pos} non-matching train "
-            "pairs; out-of-fold score hints need at least 2 of each (or set train.feature_score_hint: false)"
+            f"{setting}: {n_pos} matching and {len(train_pairs) - n_pos} non-matching train pairs; "
+            f"out-of-fold feature scores need at least 2 of each (or set {setting}: false)"
         )
-    valid = matcher.score_hints([p[0] for p in valid_pairs], [p[1] for p in valid_pairs])
-    return list(out_of_fold_score_hints(matcher, train_pairs, conf.seed)), list(valid)
+    train_scores = out_of_fold_scores(matcher, train_pairs, conf.seed)
+    valid_scores = matcher.predict_proba([p[0] for p in valid_pairs], [p[1] for p in valid_pairs])
+
+    def inputs(scores: np.ndarray) -> FeatureModelInputs:
+        hints = [score_hint_word(s, matcher.f1_threshold) if conf.feature_score_hint else None for s in scores]
+        offsets = verdict_offsets(scores) if conf.feature_offset else np.zeros(len(scores))
+        return FeatureModelInputs(hints, [float(o) for o in offsets])
+
+    return inputs(train_scores), inputs(valid_scores)
 
 
 def build_targets(
@@ -126,7 +163,7 @@ def build_targets(
 def evaluate_f1(predictor: StudentPredictor, valid: Sequence[PairExample], batch_size: int) -> tuple[float, float]:
     """(threshold, F1) of p_match on ``valid`` at the threshold with the best F1."""
     labels = np.asarray([e.label for e in valid], dtype=np.int64)
-    scores = predictor.p_match([e.text for e in valid], batch_size=batch_size)
+    scores = predictor.p_match([e.text for e in valid], batch_size=batch_size, offsets=[e.offset for e in valid])
     threshold = threshold_for_f1(labels, scores)
     return threshold, scores_at(labels, scores, threshold)["f1"]
 
@@ -190,12 +227,15 @@ def train_student(
     n_pos = sum(e.label for e in train)
     pos_weight = conf.positive_weight or max(1.0, (len(train) - n_pos) / n_pos)
     weights = torch.tensor([pos_weight if e.label == 1 else 1.0 for e in train])
+    offsets = torch.tensor([e.offset for e in train], dtype=torch.float32)
+    match_id = label_start_ids(tokenizer)[0]
     optimizer = torch.optim.AdamW(model.parameters(), lr=conf.learning_rate, weight_decay=conf.weight_decay)
     steps_per_epoch = math.ceil(len(train) / (conf.batch_size * conf.grad_accum))
     total_steps = max(1, steps_per_epoch * conf.max_epochs)
 
     predictor = StudentPredictor(
-        model, tokenizer, 0.5, SerializerSettings(), attributes, max_input_tokens=conf.max_input_tokens
+        model, tokenizer, 0.5, SerializerSettings(), attributes, max_input_tokens=conf.max_input_tokens,
+        extra={"feature_offset": conf.feature_offset},
     )
     rng = random.Random(conf.seed)
     result = TrainResult(
@@ -212,7 +252,7 @@ def train_student(
         threshold, f1 = evaluate_f1(predictor, valid, conf.eval_batch_size)
         model.train()
         metrics = {
-            "train_loss": window_loss / max(1, window_n),
+            **({"train_loss": window_loss / window_n} if window_n else {}),
             "valid_f1": f1,
             "valid_threshold": threshold,
             "epoch": epoch,
@@ -221,7 +261,8 @@ def train_student(
         }
         window_loss, window_n = 0.0, 0
         result.history.append(metrics)
-        log.info("train: step %d epoch %.2f loss %.4f valid F1 %.4f", step, epoch, metrics["train_loss"], f1)
+        log.info("train: step %d epoch %.2f loss %.4f valid F1 %.4f",
+                 step, epoch, metrics.get("train_loss", float("nan")), f1)
         if on_validation is not None:
             on_validation(metrics, step)
         if f1 > result.valid_f1:
@@ -232,6 +273,11 @@ def train_student(
             since_best += 1
         return since_best >= conf.patience
 
+    if conf.feature_offset:
+        # Before any step the student's correction varies little across pairs (std 0.3 logit
+        # on the tiny preset), so this measures about the feature model: the weights kept
+        # after it are the first whose correction validation rewards.
+        validate(0.0)
     model.train()
     stop = ""
     for epoch in range(conf.max_epochs):
@@ -243,8 +289,14 @@ def train_student(
             ids, mask, target = ids.to(device), mask.to(device), target.to(device)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 logits = model(input_ids=ids, attention_mask=mask, labels=target).logits
+            logits = logits.float()
+            if conf.feature_offset:
+                # The verdict is the feature model's logit plus the student's correction.
+                shift = torch.zeros_like(logits[:, 0, :])
+                shift[:, match_id] = offsets[batch].to(device)
+                logits = torch.cat([(logits[:, 0, :] + shift).unsqueeze(1), logits[:, 1:, :]], dim=1)
             token_loss = torch.nn.functional.cross_entropy(
-                logits.float().transpose(1, 2), target, ignore_index=-100, reduction="none"
+                logits.transpose(1, 2), target, ignore_index=-100, reduction="none"
             )
             per_pair = token_loss.sum(1) / (target != -100).sum(1).clamp(min=1)
             per_pair = per_pair + conf.verdict_loss_weight * token_loss[:, 0]
