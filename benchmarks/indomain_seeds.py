@@ -83,7 +83,9 @@ def summarize(results: dict[str, dict[int, dict[str, dict]]]) -> dict[str, dict]
             "student_f1": student,
             "features_f1": features,
             "student_valid_f1": [100 * by_seed[s]["student"]["valid_f1"] for s in seeds],
-            "student_kept_epoch": [kept_epoch(by_seed[s]["student"]) for s in seeds],
+            # the model verdict_by: auto would ship (the student, or the feature model where
+            # it validated better); absent from runs before session 20
+            "shipped": [by_seed[s]["student"].get("as_shipped") for s in seeds],
             "features_valid_f1": [100 * by_seed[s]["features"]["valid_f1"] for s in seeds],
             "student_mean": statistics.fmean(student),
             "features_mean": statistics.fmean(features),
@@ -94,16 +96,6 @@ def summarize(results: dict[str, dict[int, dict[str, dict]]]) -> dict[str, dict]
             "paired": paired_difference(dataset, [by_seed[s] for s in seeds]),
         }
     return summary
-
-
-def kept_epoch(report: dict) -> float | None:
-    """The epoch of the weights training kept: its first validation with the best F1
-    (0.0 with the verdict offset: the feature model before any step)."""
-    history = report.get("history") or []
-    if not history:
-        return None
-    best = max(h["valid_f1"] for h in history)
-    return next(h["epoch"] for h in history if h["valid_f1"] == best)
 
 
 def paired_difference(dataset: str, runs: list[dict[str, dict]]) -> dict | None:
@@ -137,19 +129,23 @@ def table(summary: dict[str, dict], args: argparse.Namespace) -> str:
         (
             "| dataset (test split) | seeds | per seed: student / features | student mean | features mean "
             "| student / features | seeds at or above | paired difference, 95% interval (seeds) "
-            "| kept weights, epoch per seed |"
+            "| as shipped (verdict_by: auto): F1 per seed, mean |"
         ),
         "|---|---|---|---:|---:|---:|---:|---|---|",
     ]
-    met = 0
+    met, met_shipped, with_shipped = 0, 0, 0
     for dataset, s in summary.items():
+        shipped = [100 * r["f1"] for r in s["shipped"] if r is not None]
+        if shipped:
+            with_shipped += 1
+            met_shipped += statistics.fmean(shipped) >= s["features_mean"]
         per_seed = "; ".join(f"{a:.2f} / {b:.2f}" for a, b in zip(s["student_f1"], s["features_f1"]))
         met += s["student_mean"] >= s["features_mean"]
         lines.append(
             f"| {dataset} | {', '.join(map(str, s['seeds']))} | {per_seed} | {s['student_mean']:.2f}{sd(s['student_sd'])} "
             f"| {s['features_mean']:.2f}{sd(s['features_sd'])} | {s['ratio_of_means']:.3f} "
             f"| {s['seeds_at_or_above']} of {len(s['seeds'])} | {paired_cell(s['paired'])} "
-            f"| {'; '.join('-' if e is None else f'{e:.2f}' for e in s['student_kept_epoch'])} |"
+            f"| {shipped_cell(s['shipped'])} |"
         )
     lines += [
         "",
@@ -159,7 +155,21 @@ def table(summary: dict[str, dict], args: argparse.Namespace) -> str:
             "bootstrap resamples of the test pairs (one draw for both models and all those seeds)."
         ),
     ]
+    if with_shipped:
+        lines.append(
+            f"As shipped (train.verdict_by: auto), the mean is at or above the baseline's on {met_shipped} of "
+            f"{with_shipped} datasets."
+        )
     return "\n".join(lines) + "\n"
+
+
+def shipped_cell(shipped: list[dict | None]) -> str:
+    """``70.02 (student); 72.31 (features); mean 71.17``; ``-`` for runs without it."""
+    if not any(shipped):
+        return "-"
+    per_seed = "; ".join("-" if r is None else f"{100 * r['f1']:.2f} ({r['verdict_by']})" for r in shipped)
+    values = [100 * r["f1"] for r in shipped if r is not None]
+    return f"{per_seed}; mean {statistics.fmean(values):.2f}"
 
 
 def paired_cell(paired: dict | None) -> str:

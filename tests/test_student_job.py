@@ -64,7 +64,7 @@ def test_train_job_logs_registers_and_loads_by_uri(spark, lake_root, tmp_path):
         ingest={"left": {"path": str(DEMO_DATA / "tableA.csv")}, "right": {"path": str(DEMO_DATA / "tableB.csv")},
                 "labels": labels},
         train={"max_epochs": 2, "batch_size": 8, "budget_minutes": 0.25, "threads": 1, "max_target_tokens": 24,
-               "feature_score_hint": True},
+               "feature_score_hint": True, "feature_offset": True},
     )
     lake = Lakehouse.from_config(spark, config)
     run_job("ingest", config, lake)
@@ -96,14 +96,17 @@ def test_train_job_logs_registers_and_loads_by_uri(spark, lake_root, tmp_path):
     # similarity hints (identical records: every string score 10), then the pair
     assert predictor.settings.feature_score_hint
     assert re.match(r"SIM m(\d|10) name r10 s10 ", text) and " Entity A: COL name VAL arnie" in text
-    p = predictor.p_match([text])[0]
+    # ... and the feature matcher's logit added to the verdict's (train.feature_offset)
+    assert predictor.feature_offset
+    p = predictor.p_match([text], offsets=predictor.verdict_offsets([left], [dict(left)]))[0]
     assert 0.0 <= p <= 1.0
     pyfunc = mlflow.pyfunc.load_model(uri)
-    out = pyfunc.predict(pd.DataFrame({"text": [text, text]}))
-    assert list(out.columns) == ["p_match", "verdict"] and set(out["verdict"]) <= {"match", "no_match"}
     # records in, serialized by the model's own settings: the same p_match as the text
     records = pyfunc.predict(pd.DataFrame({"left": [left, json.dumps(left)], "right": [dict(left), json.dumps(left)]}))
+    assert list(records.columns) == ["p_match", "verdict"] and set(records["verdict"]) <= {"match", "no_match"}
     assert records["p_match"].tolist() == pytest.approx([p, p], abs=1e-5)
+    with pytest.raises(Exception, match="feature_offset"):  # texts alone carry no offset
+        pyfunc.predict(pd.DataFrame({"text": [text]}))
     with pytest.raises(Exception, match="expected 'left' and 'right'"):
         pyfunc.predict(pd.DataFrame({"pair": [text]}))
 

@@ -169,6 +169,7 @@ class StudentMatcher:
         )
         self.predictor.feature_matcher = matcher
         self.batch_size = conf.eval_batch_size
+        self.matcher = matcher
         self.info = {
             "threshold": result.threshold,
             "valid_f1": result.valid_f1,
@@ -185,6 +186,13 @@ class StudentMatcher:
             "feature_score_hint": conf.feature_score_hint,
             "feature_offset": conf.feature_offset,
         }
+        if matcher is not None:
+            from em_spark.student.job import choose_verdict_model
+
+            # What the train job would ship (train.verdict_by: auto): the feature model's
+            # verdicts where it validates strictly better than the student.
+            self.info["verdict_by_auto"] = choose_verdict_model("auto", result.valid_f1, matcher)
+            self.info["features_valid_f1"] = matcher.valid_metrics["f1"]
 
     def score(self, pairs: Sequence[LabeledPair]) -> dict[str, Any]:
         lefts, rights = [p.left for p in pairs], [p.right for p in pairs]
@@ -192,7 +200,14 @@ class StudentMatcher:
         t0 = time.monotonic()
         offsets = self.predictor.verdict_offsets(lefts, rights)
         scores = self.predictor.p_match(texts, batch_size=self.batch_size, offsets=offsets)
+        out: dict[str, Any] = {}
+        if self.info.get("verdict_by_auto") == "features":
+            out["auto_scores"] = self.matcher.predict_proba(lefts, rights)
+            out["auto_threshold"] = self.matcher.f1_threshold
+        elif "verdict_by_auto" in self.info:
+            out["auto_scores"], out["auto_threshold"] = scores, self.info["threshold"]
         return {
+            **out,
             "test_seconds": time.monotonic() - t0,
             "scores": scores,
             "sample_outputs": self.predictor.generate(texts[:SAMPLE_RATIONALES], max_new_tokens=48),
@@ -258,6 +273,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = {**matcher.info, **matcher.score(pairs)}
         labels = np.asarray([p.label for p in pairs], dtype=np.int64)
         scores = np.asarray(out.pop("scores"), dtype=np.float64)
+        if "auto_scores" in out:
+            # The student alone is "f1"; this is the model verdict_by: auto would ship.
+            auto_scores, auto_threshold = np.asarray(out.pop("auto_scores")), out.pop("auto_threshold")
+            out["as_shipped"] = {
+                "verdict_by": out["verdict_by_auto"], "threshold": auto_threshold,
+                **scores_at(labels, auto_scores, auto_threshold),
+            }
         report = {
             "train": str(args.train),
             "test": str(folder),

@@ -252,7 +252,7 @@ def train_student(
         threshold, f1 = evaluate_f1(predictor, valid, conf.eval_batch_size)
         model.train()
         metrics = {
-            **({"train_loss": window_loss / window_n} if window_n else {}),
+            "train_loss": window_loss / max(1, window_n),
             "valid_f1": f1,
             "valid_threshold": threshold,
             "epoch": epoch,
@@ -261,8 +261,7 @@ def train_student(
         }
         window_loss, window_n = 0.0, 0
         result.history.append(metrics)
-        log.info("train: step %d epoch %.2f loss %.4f valid F1 %.4f",
-                 step, epoch, metrics.get("train_loss", float("nan")), f1)
+        log.info("train: step %d epoch %.2f loss %.4f valid F1 %.4f", step, epoch, metrics["train_loss"], f1)
         if on_validation is not None:
             on_validation(metrics, step)
         if f1 > result.valid_f1:
@@ -273,11 +272,6 @@ def train_student(
             since_best += 1
         return since_best >= conf.patience
 
-    if conf.feature_offset:
-        # Before any step the student's correction varies little across pairs (std 0.3 logit
-        # on the tiny preset), so this measures about the feature model: the weights kept
-        # after it are the first whose correction validation rewards.
-        validate(0.0)
     model.train()
     stop = ""
     for epoch in range(conf.max_epochs):
