@@ -1,7 +1,8 @@
 """In domain over several seeds: the offline tiny student vs the similarity-feature baseline.
 
 For each dataset and seed, ``em-spark bench matching`` trains the student (tiny preset,
-explained, the feature score hint, a fixed budget) and the feature baseline with the same
+explained, a fixed budget, and the feature model's score as a hint word or, with
+``--recipe feature_offset``, its logit added to the verdict's) and the feature baseline with the same
 seed, each on the train split (valid: early stopping and threshold), and scores the test
 split. One seed moves test F1 by about a point on these sets (a threshold chosen on 100-200
 valid matches), so the target "at or above the baseline" is judged on the mean over seeds.
