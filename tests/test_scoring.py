@@ -99,10 +99,10 @@ def test_a_failing_pair_fails_alone(scoring_model, monkeypatch):
     student = scoring_model.student
     real = student.p_match
 
-    def p_match(texts, batch_size=64):
+    def p_match(texts, batch_size=64, offsets=None):
         if any("BOOM" in t for t in texts):
             raise RuntimeError("model exploded")
-        return real(texts, batch_size)
+        return real(texts, batch_size, offsets)
 
     monkeypatch.setattr(student, "p_match", p_match)
     plain = ScoringModel(scoring_model.uri, student, prefilter=None)
