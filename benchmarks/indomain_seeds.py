@@ -34,7 +34,7 @@ from em_spark.bench.paired import paired_f1_difference  # noqa: E402
 
 DATASETS_DIR = REPO.parent / "shared" / "datasets"
 DATASETS = ["Textual-Abt-Buy", "Structured-Amazon-Google", "Structured-Walmart-Amazon", "Structured-DBLP-ACM"]
-# Validate on the whole valid split every 150 steps (the session-10 recipe, docs/BENCHMARKS.md);
+# Validate on the whole valid split every 150 steps (the recipe of docs/BENCHMARKS.md, "In domain");
 # the student reads the feature model's score as a hint word, or adds its logit to the verdict.
 VALIDATION = ["patience=6", "eval_every_steps=150"]
 RECIPES = {
@@ -85,7 +85,7 @@ def summarize(results: dict[str, dict[int, dict[str, dict]]]) -> dict[str, dict]
             "features_f1": features,
             "student_valid_f1": [100 * by_seed[s]["student"]["valid_f1"] for s in seeds],
             # the model verdict_by: auto would ship (the student, or the feature model where
-            # it validated better); absent from runs before session 20
+            # it validated better); absent from runs before 2026-12-04
             "shipped": [by_seed[s]["student"].get("as_shipped") for s in seeds],
             "features_valid_f1": [100 * by_seed[s]["features"]["valid_f1"] for s in seeds],
             "student_mean": statistics.fmean(student),
@@ -101,7 +101,7 @@ def summarize(results: dict[str, dict[int, dict[str, dict]]]) -> dict[str, dict]
 
 def paired_difference(dataset: str, runs: list[dict[str, dict]]) -> dict | None:
     """Student minus features, paired bootstrap over the test pairs, for the seeds whose
-    JSON holds ``test_scores`` (written since session 16); None when none does."""
+    JSON holds ``test_scores`` (written since 2026-11-29); None when none does."""
     scored = [r for r in runs if "test_scores" in r["student"] and "test_scores" in r["features"]]
     if not scored:
         return None

@@ -329,7 +329,7 @@ class TrainConf(Section):
     batch_size: int = Field(default=16, ge=1)
     grad_accum: int = Field(default=1, ge=1)
     # AdamW peak rate, for the presets and pretrained checkpoints alike: at 1e-3 both
-    # presets learned far less in a 10-minute budget (docs/BENCHMARKS.md, sessions 7 and 9).
+    # presets learned far less in a 10-minute budget (measured 2026-11-28; docs/BENCHMARKS.md).
     learning_rate: float = Field(default=3e-4, gt=0)
     weight_decay: float = 0.01
     warmup_steps: int = Field(default=20, ge=0)

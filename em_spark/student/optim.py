@@ -29,7 +29,7 @@ def learning_rate_factor(step: int, warmup_steps: int, total_steps: int, budget_
 
     With a budget of one or two epochs, a decay planned over ``max_epochs`` alone would
     end the run near the peak rate; its last (often best) weights then come from the
-    noisiest part of training (measured: docs/BENCHMARKS.md, session 9).
+    noisiest part of training (measured 2026-11-28: docs/BENCHMARKS.md, "In domain").
     """
     if step < warmup_steps:
         return (step + 1) / warmup_steps
