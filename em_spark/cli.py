@@ -74,7 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sql", help="run a SQL query over the em-spark tables and views")
     _add_config_args(p)
     p.add_argument("query")
-    p.add_argument("--limit", type=int, default=50, help="rows to print (default 50)")
+    p.add_argument(
+        "--format", choices=["table", "csv", "json"], default="table",
+        help="table: plain text for reading; csv: with a header row; json: one object per line "
+        "(every format prints values whole; default table)",
+    )
+    p.add_argument(
+        "--limit", type=int, default=None,
+        help="at most N rows (default: 1000 for table, all for csv and json; 0: all)",
+    )
     p = sub.add_parser("bench", help="benchmarks that write JSON: " + ", ".join(BENCHES))
     p.add_argument("name", choices=sorted(BENCHES))
     p.add_argument("args", nargs=argparse.REMAINDER, help="the benchmark's own arguments")
@@ -122,7 +130,7 @@ def dispatch(args: argparse.Namespace) -> int:
     if command == "sql":
         from em_spark.sql import run_sql
 
-        run_sql(config, args.query, limit=args.limit)
+        run_sql(config, args.query, limit=args.limit, fmt=args.format)
         return 0
     from em_spark.pipeline import run_job, run_pipeline
 

@@ -8,13 +8,24 @@ review views.
 
 With a Unity Catalog lakehouse (``lakehouse.catalog`` and ``lakehouse.schema``) the two
 views are also created as persistent views in that schema, for dashboards and Genie.
+
+``run_sql`` prints a query's rows whole (never cut), as a plain-text table, CSV with a
+header, or JSON lines (one object per row).
 """
 
 from __future__ import annotations
 
+import csv
+import json
+import math
 import re
+import sys
+from collections.abc import Iterable, Iterator
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, TextIO
 
-from pyspark.sql import SparkSession
+from pyspark.sql import Row, SparkSession
 from pyspark.sql import functions as F
 
 from em_spark.config import Config
@@ -116,7 +127,102 @@ def register_views(lake: Lakehouse, mode: str | None = None, attributes: list[st
     return names
 
 
-def run_sql(config: Config, query: str, limit: int = 50, spark: SparkSession | None = None) -> None:
+FORMATS = ("table", "csv", "json")
+# Rows that ``--format table`` prints when no --limit is given (csv and json print all).
+TABLE_LIMIT = 1000
+
+
+def default_limit(fmt: str) -> int | None:
+    return TABLE_LIMIT if fmt == "table" else None
+
+
+def _plain(value: Any) -> Any:
+    """A collected Spark value as plain JSON-able Python (structs -> dicts, times -> ISO)."""
+    if isinstance(value, Row):
+        return {k: _plain(v) for k, v in value.asDict().items()}
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")  # as Spark's to_json
+    if isinstance(value, (bytes, bytearray)):
+        return value.hex()
+    return value
+
+
+def _text(value: Any) -> str:
+    """One cell as text: NULL -> '', nested values as JSON, booleans as true/false."""
+    value = _plain(value)
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def write_json(columns: list[str], rows: Iterable[Row], out: TextIO) -> int:
+    n = 0
+    for row in rows:
+        record = {c: _plain(v) for c, v in zip(columns, row)}
+        out.write(json.dumps(record, ensure_ascii=False) + "\n")
+        n += 1
+    return n
+
+
+def write_csv(columns: list[str], rows: Iterable[Row], out: TextIO) -> int:
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    n = 0
+    for row in rows:
+        writer.writerow([_text(v) for v in row])
+        n += 1
+    return n
+
+
+def write_table(columns: list[str], rows: Iterable[Row], out: TextIO) -> int:
+    """Columns separated by `` | ``, numbers right-aligned, NULL shown as NULL; line breaks
+    inside a value are shown as ``\\n`` so that each row stays on one line."""
+    rows = list(rows)
+    cells = [
+        ["NULL" if v is None else _text(v).replace("\r", "\\r").replace("\n", "\\n") for v in row] for row in rows
+    ]
+    numeric = [
+        all(isinstance(row[i], (int, float, Decimal)) and not isinstance(row[i], bool) for row in rows if row[i] is not None)
+        for i in range(len(columns))
+    ]
+    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+
+    def line(values: list[str], align: list[bool]) -> str:
+        return " | ".join(v.rjust(w) if right else v.ljust(w) for v, w, right in zip(values, widths, align)).rstrip()
+
+    out.write(line(columns, [False] * len(columns)) + "\n")
+    out.write("-+-".join("-" * w for w in widths) + "\n")
+    for row in cells:
+        out.write(line(row, numeric) + "\n")
+    return len(rows)
+
+
+def run_sql(
+    config: Config,
+    query: str,
+    limit: int | None = None,
+    spark: SparkSession | None = None,
+    fmt: str = "table",
+    out: TextIO | None = None,
+) -> int:
+    """Run ``query`` over the tables and views; print its rows whole in ``fmt`` (table,
+    csv, json). ``limit``: at most that many rows (None: ``default_limit(fmt)``; 0: all).
+    Returns the number of rows printed."""
+    if fmt not in FORMATS:
+        raise EmError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    out = out or sys.stdout
     lake = Lakehouse.from_config(spark or get_spark(config.spark), config)
     views = register_views(lake, attributes=config.attributes)
     if not views:
@@ -126,4 +232,17 @@ def run_sql(config: Config, query: str, limit: int = 50, spark: SparkSession | N
     except Exception as exc:  # AnalysisException / ParseException: one line for the user
         first = str(exc).strip().splitlines()[0]
         raise EmError(f"SQL: {first} (tables and views: {', '.join(views)})") from None
-    df.show(limit, truncate=80)
+    if limit is None:
+        limit = default_limit(fmt)
+    if limit is not None and limit < 0:
+        raise EmError(f"--limit {limit}: expected 0 (all rows) or more")
+    columns = df.columns
+    if fmt == "table":
+        rows = (df.limit(limit + 1) if limit else df).collect()
+        more = bool(limit) and len(rows) > limit
+        n = write_table(columns, rows[:limit] if limit else rows, out)
+        note = f"({n} row{'s' if n != 1 else ''}"
+        out.write(note + ("; more not shown: --limit N, or --limit 0 for all)\n" if more else ")\n"))
+        return n
+    rows_iter: Iterator[Row] = (df.limit(limit) if limit else df).toLocalIterator()
+    return (write_csv if fmt == "csv" else write_json)(columns, rows_iter, out)

@@ -11,7 +11,11 @@ import pytest
 from em_spark.config import Config, load_config
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATASETS = REPO.parent / "shared" / "datasets"
+# The full benchmark datasets (../shared/datasets, see its MANIFEST.md), which a user's clone
+# does not have; EM_SPARK_SHARED_DATASETS points elsewhere (an empty folder: test as a bare clone).
+SHARED_DATASETS = Path(os.environ.get("EM_SPARK_SHARED_DATASETS") or REPO.parent / "shared" / "datasets")
+# Small cuts of two of them in the same layout, shipped with the tests (tests/data/cut_datasets.py).
+FIXTURE_DATASETS = REPO / "tests" / "data" / "datasets"
 DEMO_DATA = REPO / "em_spark" / "data" / "demo"
 
 TEST_SPARK_CONF = {
@@ -23,6 +27,14 @@ TEST_SPARK_CONF = {
     "spark.sql.execution.arrow.pyspark.enabled": "true",
     "spark.databricks.delta.snapshotPartitions": "1",
 }
+
+
+def dataset(name: str, full: bool = False) -> Path:
+    """A DeepMatcher-layout dataset folder: the cut under tests/data/datasets; with ``full``,
+    the whole dataset under SHARED_DATASETS where there is one (else still the cut)."""
+    if full and (SHARED_DATASETS / name / "test.csv").is_file():
+        return SHARED_DATASETS / name
+    return FIXTURE_DATASETS / name
 
 
 @pytest.fixture(scope="session")

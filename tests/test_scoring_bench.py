@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO, SHARED_DATASETS
+from tests.conftest import REPO, dataset
 
 RUN_WITHOUT_PYSPARK = """
 import runpy, sys
@@ -39,7 +39,7 @@ def test_bench_scoring_writes_json(tmp_path):
     from em_spark.cli import main
 
     out = tmp_path / "scoring.json"
-    data = SHARED_DATASETS / "Structured-Fodors-Zagats"
+    data = dataset("Structured-Fodors-Zagats")  # the cut shipped with the tests: 40 test pairs
     assert main(["bench", "scoring", "--dataset", str(data), "--pairs", "24", "--presets", "tiny",
                  "--train-minutes", "0.05", "--out", str(out)]) == 0
     report = json.loads(out.read_text())

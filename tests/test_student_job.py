@@ -18,7 +18,7 @@ from em_spark.pipeline import run_job
 from em_spark.student.inference import StudentPredictor
 from em_spark.tables import Lakehouse
 from em_spark.teacher.rules import explain_pair
-from tests.conftest import DEMO_DATA, SHARED_DATASETS, make_config
+from tests.conftest import DEMO_DATA, dataset, make_config
 
 
 def _slice(src: Path, dst: Path, n: int) -> Path:
@@ -112,7 +112,9 @@ def test_train_job_logs_registers_and_loads_by_uri(spark, lake_root, tmp_path):
 
 
 def test_bench_matching_writes_json(tmp_path):
-    data, other = SHARED_DATASETS / "Structured-Fodors-Zagats", SHARED_DATASETS / "Structured-Beer"
+    from em_spark.bench.matching import load_dataset
+
+    data, other = dataset("Structured-Fodors-Zagats"), dataset("Structured-Beer")  # cuts shipped with the tests
     out, other_out = tmp_path / "student.json", tmp_path / "student_beer.json"
     common = ["bench", "matching", "--train", str(data), "--mode", "label_only", "--limit-train", "40",
               "--limit-test", "30", "--max-epochs", "1", "--budget-minutes", "0.2", "--set", "threads=1"]
@@ -128,11 +130,13 @@ def test_bench_matching_writes_json(tmp_path):
     assert main([*common, "--test", str(data), str(other), "--out", str(tmp_path / "one.json")]) == 2
     assert not (tmp_path / "one.json").exists()
 
+    # the feature model on the whole dataset where ../shared has it (189 test pairs), else on the cut (40)
+    full = dataset("Structured-Fodors-Zagats", full=True)
     features = tmp_path / "features.json"
-    assert main(["bench", "matching", "--train", str(data), "--test", str(data), "--model", "features",
+    assert main(["bench", "matching", "--train", str(full), "--test", str(full), "--model", "features",
                  "--out", str(features)]) == 0
     baseline = json.loads(features.read_text())
-    assert baseline["test_pairs"] == 189 and baseline["f1"] > 0.8
+    assert baseline["test_pairs"] == len(load_dataset(full).splits["test"]) and baseline["f1"] > 0.8
     # in domain the prefilter keeps (nearly) every match and drops most other pairs
     assert baseline["prefilter_recall"] >= 0.9 and baseline["prefilter_pass_rate"] < 0.9
 
