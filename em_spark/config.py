@@ -6,6 +6,7 @@ the key (pydantic ``extra="forbid"``). Every default works offline on one machin
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -13,6 +14,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from em_spark.errors import ConfigError
+
+_URI_SCHEME = re.compile(r"^[A-Za-z][\w+.-]*:/")
 
 
 class Section(BaseModel):
@@ -342,7 +345,7 @@ class TrainConf(Section):
     eval_every_steps: int | None = Field(default=None, ge=1)
     seed: int = 13
     max_input_tokens: int = Field(default=256, ge=16)
-    max_target_tokens: int = Field(default=64, ge=2)
+    max_target_tokens: int = Field(default=128, ge=2)
     max_words_per_attribute: int = Field(default=48, ge=1)
     max_words_per_record: int = Field(default=96, ge=1)
     # How a pair is laid out for the student (em_spark.serialize): sequential
@@ -409,7 +412,7 @@ class ScoreConf(Section):
     # |p_match - threshold| <= uncertain_band.
     rationale: Literal["none", "matches", "uncertain", "all"] = "matches"
     uncertain_band: float = Field(default=0.1, ge=0, le=1)
-    max_new_tokens: int = Field(default=48, ge=1)
+    max_new_tokens: int = Field(default=128, ge=1)
     # Pairs per forward pass on a CPU / on a GPU.
     batch_size: int = Field(default=64, ge=1)
     gpu_batch_size: int = Field(default=512, ge=1)
@@ -477,6 +480,15 @@ class Config(Section):
         if value is not None and len(set(value)) != len(value):
             raise ValueError("attributes must not repeat a name")
         return value
+
+    @model_validator(mode="after")
+    def _warehouse_beside_tables(self) -> "Config":
+        """Spark's SQL warehouse (``spark-warehouse/``, by default in the working directory)
+        goes under a local lakehouse root, so no job writes into the directory it runs from."""
+        root = self.lakehouse.root
+        if "spark.sql.warehouse.dir" not in self.spark.conf and not _URI_SCHEME.match(root) and not self.spark.remote:
+            self.spark.conf["spark.sql.warehouse.dir"] = str(Path(root).resolve() / "_warehouse")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)

@@ -40,7 +40,7 @@ def labeled_predictions(lake: Lakehouse, split: str) -> pd.DataFrame:
         "pair_id", "left_id", "right_id", "label"
     )
     predictions = lake.read("predictions").select(
-        "pair_id", "p_match", "verdict", "rationale", "decided_by", "status", "error"
+        "pair_id", "p_match", "verdict", "rationale", "rationale_by", "decided_by", "status", "error"
     )
     joined = labels.join(predictions, "pair_id", "left").withColumn(
         "proposed", F.col("verdict").isNotNull()
@@ -57,16 +57,11 @@ def chosen_threshold(config: Config, model_uris: list[str]) -> tuple[float, str]
         return float(config.score.threshold), "score.threshold"
     if len(model_uris) == 1:
         try:
-            import mlflow
-
+            from em_spark.mlflow_store import MlflowStore
             from em_spark.student.inference import META_FILE, PREFILTER_DIR, find_student_dir, resolve_model_dir
 
-            # models:/ URIs resolve against this config's store, not MLflow's default (a
-            # mlflow.db in the working directory).
-            mlflow.set_tracking_uri(config.mlflow.tracking_uri)
-            mlflow.set_registry_uri(config.mlflow.registry_uri or config.mlflow.tracking_uri)
-
-            student_dir = find_student_dir(resolve_model_dir(model_uris[0]))
+            store = MlflowStore.of(config.mlflow.tracking_uri, config.mlflow.registry_uri)
+            student_dir = find_student_dir(resolve_model_dir(model_uris[0], store))
             meta = json.loads((student_dir / META_FILE).read_text(encoding="utf-8"))
             if (meta.get("extra") or {}).get("verdict_by") == "features":
                 from em_spark.features import FeatureMatcher
@@ -230,11 +225,12 @@ def rationale_lengths(predictions: DataFrame) -> dict[str, Any]:
 def rationale_grounding(labeled: pd.DataFrame, records: dict[tuple[str, str], dict[str, str]], mode: str) -> dict[str, Any]:
     """On the split's rationales: grounding (share of quoted values and identifiers found in
     the two records — a hallucination signal) and whether the rationale's own stance agrees
-    with the verdict."""
+    with the verdict; how many pass the rationale checker, and who wrote them."""
+    from em_spark.rationale import check_rationale
     from em_spark.teacher.validate import grounding_score, stance
 
     scores: list[float] = []
-    agree = stated = 0
+    agree = stated = passed = 0
     with_text = labeled[labeled["rationale"].notna() & (labeled["rationale"].astype(str).str.strip() != "")]
     for row in with_text.itertuples():
         left = records.get(("left", row.left_id), {})
@@ -246,8 +242,11 @@ def rationale_grounding(labeled: pd.DataFrame, records: dict[tuple[str, str], di
         if said:
             stated += 1
             agree += int((said > 0) == (row.verdict == MATCH))
+        passed += int(check_rationale(row.rationale, row.verdict, left, right).ok)
     return {
         "rationales": int(len(with_text)),
+        "pass_checker": passed,
+        "by": {str(k): int(v) for k, v in with_text["rationale_by"].value_counts().items()},
         "checkable": len(scores),
         "mean_grounding": _round(float(np.mean(scores))) if scores else None,
         "fully_grounded_share": _round(float(np.mean([s >= 1.0 for s in scores]))) if scores else None,
@@ -328,7 +327,10 @@ def unlabeled_matches(lake: Lakehouse, n: int, seed: int) -> pd.DataFrame:
         .join(labeled_ids, "pair_id", "left_anti")
         .orderBy(F.xxhash64("pair_id", F.lit(seed)))
         .limit(n)
-        .select("pair_id", "left_id", "right_id", "p_match", "verdict", "rationale", "decided_by", "status", "error")
+        .select(
+            "pair_id", "left_id", "right_id", "p_match", "verdict", "rationale", "rationale_by", "decided_by",
+            "status", "error",
+        )
         .toPandas()
     )
     return sample.assign(label=pd.NA, proposed=True, category="unlabeled_match")
@@ -380,12 +382,9 @@ def log_to_mlflow(config: Config, run: Run, summary: dict[str, Any], out: Path) 
     """One MLflow run per evaluation: parameters, headline metrics and the report files."""
     import mlflow
 
-    conf = config.mlflow
-    mlflow.set_tracking_uri(conf.tracking_uri)
-    mlflow.set_registry_uri(conf.registry_uri or conf.tracking_uri)
-    if mlflow.get_experiment_by_name(conf.experiment) is None:
-        mlflow.create_experiment(conf.experiment, artifact_location=_artifact_location(conf.tracking_uri))
-    mlflow.set_experiment(conf.experiment)
+    from em_spark.mlflow_store import MlflowStore
+
+    store = MlflowStore.of(config.mlflow.tracking_uri, config.mlflow.registry_uri)
     metrics = {
         k: summary[k] for k in ("precision", "recall", "f1", "threshold") if summary.get(k) is not None
     }
@@ -397,7 +396,9 @@ def log_to_mlflow(config: Config, run: Run, summary: dict[str, Any], out: Path) 
         metrics["blocking_recall"] = summary["blocking"]["any"]
         for name, value in summary["blocking"]["per_blocker"].items():
             metrics[f"blocking_recall_{name}"] = value
-    with mlflow.start_run(run_name=f"evaluate-{summary['split']}") as active:
+    with store.active(), mlflow.start_run(
+        experiment_id=store.experiment_id(config.mlflow.experiment), run_name=f"evaluate-{summary['split']}"
+    ) as active:
         mlflow.set_tags({"em_spark.job": "evaluate", "em_spark.run_id": run.run_id})
         mlflow.log_params(
             {"split": summary["split"], "missing_pairs": summary["missing_pairs"],
@@ -406,13 +407,6 @@ def log_to_mlflow(config: Config, run: Run, summary: dict[str, Any], out: Path) 
         mlflow.log_metrics(metrics)
         mlflow.log_artifacts(str(out), artifact_path="evaluate")
         return active.info.run_id
-
-
-def _artifact_location(tracking_uri: str) -> str | None:
-    """Beside a SQLite store (not the working directory, MLflow's default)."""
-    if tracking_uri.startswith("sqlite:///"):
-        return (Path(tracking_uri[len("sqlite:///"):]).resolve().parent / "mlartifacts").as_uri()
-    return None
 
 
 # --- the job ------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ table.records td,table.records th{border-top:1px solid #eee;padding:3px 6px;vert
  overflow-wrap:anywhere;text-align:left}
 table.records th.attr{width:14%;color:#555;font-weight:500}
 tr.differs td{background:#fff8e1}
+.rationale .by{color:#555;font-size:.85em;margin-top:.3em}
 .rationale{background:#f3f6fb;padding:.4em .6em;border-left:3px solid #1565c0;white-space:pre-wrap}
 .error{color:#c62828;white-space:pre-wrap}
 """
@@ -152,11 +153,18 @@ def _pair_html(row: Any, records: dict[tuple[str, str], dict[str, str]], right_s
         _records_table(left, right),
     ]
     if isinstance(row.rationale, str) and row.rationale.strip():
-        parts.append(f'<div class="rationale">{_e(row.rationale)}</div>')
+        author = _RATIONALE_BY.get(getattr(row, "rationale_by", None) or "", "")
+        parts.append(f'<div class="rationale">{_e(row.rationale)}<div class="by">{_e(author)}</div></div>')
     if isinstance(row.error, str) and row.error:
         parts.append(f'<div class="error">{_e(row.error)}</div>')
     parts.append("</section>")
     return "\n".join(parts)
+
+
+_RATIONALE_BY = {
+    "student": "written by the student model; checked against both records",
+    "rules": "written by the rules (the student's rationale failed the check against the records)",
+}
 
 
 def _summary_html(summary: dict[str, Any]) -> str:

@@ -18,7 +18,10 @@ Per pair, in order:
 3. a rationale from the student, generated only for the pairs the policy names (``none``,
    ``matches``, ``uncertain`` = ``|p_match - threshold| <= band``, ``all`` = every pair
    past the prefilter) and forced to start with the pair's verdict, so it explains the
-   verdict in the table; elsewhere null.
+   verdict in the table; its quotes constrained to the pair's values; elsewhere null;
+4. the rationale checker (em_spark.rationale) on every generated rationale: one that fails
+   is replaced by the rules explanation of the pair for its verdict, and ``rationale_by``
+   says who wrote each (``student`` | ``rules``), so nothing unchecked reaches a table.
 
 A stage that fails for a batch is retried pair by pair, so one bad pair fails alone:
 it gets status ``failed``, verdict ``error``, its error text and ``decided_by`` naming the
@@ -36,9 +39,13 @@ import pandas as pd
 
 from em_spark.errors import InputError
 from em_spark.features import FeatureMatcher
+from em_spark.mlflow_store import MlflowStore
+from em_spark.rationale import check_rationale
+from em_spark.serialize import clean_value
 from em_spark.student.inference import StudentPredictor, parse_verdict
+from em_spark.teacher.rules import explain_pair
 
-RESULT_COLUMNS = ["p_match", "verdict", "rationale", "decided_by", "status", "error"]
+RESULT_COLUMNS = ["p_match", "verdict", "rationale", "rationale_by", "decided_by", "status", "error"]
 RationalePolicy = Literal["none", "matches", "uncertain", "all"]
 _MAX_ERROR_CHARS = 500
 
@@ -49,7 +56,7 @@ class ScoringPolicy:
 
     rationale: RationalePolicy = "matches"
     uncertain_band: float = 0.1
-    max_new_tokens: int = 48
+    max_new_tokens: int = 128
     batch_size: int = 64
     # None: the threshold saved with the student.
     threshold: float | None = None
@@ -68,9 +75,12 @@ class ScoringModel:
     prefilter: FeatureMatcher | None
 
     @classmethod
-    def load(cls, uri: str, device: str | None = None, dtype: str | None = None) -> "ScoringModel":
-        """``uri``: a model folder (``<dir>/student``, ``<dir>/prefilter``) or an MLflow URI."""
-        student = StudentPredictor.load(uri, device=device, dtype=dtype)
+    def load(
+        cls, uri: str, device: str | None = None, dtype: str | None = None, store: MlflowStore | None = None
+    ) -> "ScoringModel":
+        """``uri``: a model folder (``<dir>/student``, ``<dir>/prefilter``) or an MLflow URI
+        in ``store``."""
+        student = StudentPredictor.load(uri, device=device, dtype=dtype, store=store)
         path = student.prefilter_path
         prefilter = FeatureMatcher.load(path) if path is not None and FeatureMatcher.is_saved(path) else None
         if prefilter is not None:
@@ -169,6 +179,7 @@ def score_pairs(
     p_match = np.full(n, np.nan)
     verdict: list[str] = ["error"] * n
     rationale: list[str | None] = [None] * n
+    rationale_by: list[str | None] = [None] * n
     decided_by: list[str] = ["input"] * n
     error: list[str | None] = [None] * n
 
@@ -231,11 +242,14 @@ def score_pairs(
                 max_new_tokens=policy.max_new_tokens,
                 batch_size=policy.batch_size,
                 verdict=said,
+                sources=[record_values(lefts[r], rights[r]) for r in rows],
             ),
             [i for i in chosen if verdict[i] == said],
         )
         for i, text in generated.items():
-            rationale[i] = parse_verdict(text)[1]
+            rationale[i], rationale_by[i] = checked_rationale(
+                parse_verdict(text)[1], said, lefts[i], rights[i], student.attributes
+            )
         for i, message in failed_g.items():
             verdict[i], error[i] = "error", message
 
@@ -245,9 +259,27 @@ def score_pairs(
             "p_match": p_match,
             "verdict": verdict,
             "rationale": rationale,
+            "rationale_by": rationale_by,
             "decided_by": decided_by,
             "status": status,
             "error": error,
         },
         columns=RESULT_COLUMNS,
     )
+
+
+def record_values(left: Mapping[str, object], right: Mapping[str, object]) -> list[str]:
+    """What a rationale of (left, right) may quote: every non-empty value of both."""
+    return [text for text in (clean_value(v) for v in (*left.values(), *right.values())) if text]
+
+
+def checked_rationale(
+    written: str, verdict: str, left: Mapping[str, object], right: Mapping[str, object], order: Sequence[str] | None
+) -> tuple[str, str]:
+    """(rationale, rationale_by): the student's text where it passes the rationale checker,
+    else the rules explanation of the pair for ``verdict``, which is grounded by
+    construction (and checked by the tests on empty, numeric and very long values)."""
+    if check_rationale(written, verdict, left, right, order).ok:
+        return written, "student"
+    label = 1 if verdict == "match" else 0
+    return explain_pair(left, right, label, order, decided_by="the matcher's score"), "rules"

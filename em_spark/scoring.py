@@ -19,50 +19,28 @@ from pyspark.sql import functions as F
 from em_spark.config import Config, ScoreConf
 from em_spark.errors import InputError
 from em_spark.faults import checkpoint
+from em_spark.mlflow_store import MLFLOW_SCHEMES, MlflowStore
 from em_spark.runs import Run
-from em_spark.scorer import ScoringModel, ScoringPolicy, feature_schema_check
+from em_spark.scorer import RESULT_COLUMNS, ScoringModel, ScoringPolicy, feature_schema_check
 from em_spark.tables import Lakehouse
 
 log = logging.getLogger(__name__)
 
-_MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/", "dbfs:/", "s3://", "gs://", "abfss://")
-
-
-def absolute_sqlite_uri(uri: str | None) -> str | None:
-    """``sqlite:///mlflow.db`` -> an absolute path, so workers in another cwd find it."""
-    prefix = "sqlite:///"
-    if uri is None or not uri.startswith(prefix) or uri.startswith(prefix + "/"):
-        return uri
-    return prefix + str(Path(uri[len(prefix) :]).resolve())
+def model_store(config: Config) -> MlflowStore:
+    return MlflowStore.of(config.mlflow.tracking_uri, config.mlflow.registry_uri)
 
 
 def resolve_model_uri(config: Config) -> str:
     """``score.model_uri`` (a folder, made absolute), else the latest registered version."""
     uri = config.score.model_uri
-    if uri is not None:
-        if uri.startswith(_MLFLOW_SCHEMES):
-            return uri
-        path = Path(uri)
-        if not path.exists():
-            raise InputError(f"score.model_uri: model folder not found: {uri}")
-        return str(path.resolve())
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    name = config.mlflow.registered_model
-    tracking = absolute_sqlite_uri(config.mlflow.tracking_uri)
-    client = MlflowClient(tracking_uri=tracking, registry_uri=absolute_sqlite_uri(config.mlflow.registry_uri))
-    try:
-        versions = client.search_model_versions(f"name = '{name}'")
-    except MlflowException as exc:
-        raise InputError(f"MLflow registry at {tracking}: {exc.message}") from None
-    if not versions:
-        raise InputError(
-            f"no model to score with: registered model '{name}' has no version at {tracking} "
-            "(run `em-spark train`, or set score.model_uri to a model folder or models:/name/version)"
-        )
-    latest = max(versions, key=lambda v: int(v.version))
-    return f"models:/{name}/{latest.version}"
+    if uri is None:
+        return model_store(config).latest_version(config.mlflow.registered_model)
+    if uri.startswith(MLFLOW_SCHEMES):
+        return uri
+    path = Path(uri)
+    if not path.exists():
+        raise InputError(f"score.model_uri: model folder not found: {uri}")
+    return str(path.resolve())
 
 
 def scoring_policy(conf: ScoreConf) -> ScoringPolicy:
@@ -97,8 +75,8 @@ def score_candidates(lake: Lakehouse, config: Config, candidates: DataFrame, run
         gpu_batch_size=config.score.gpu_batch_size,
         device=config.score.device,
         dtype=None if config.score.dtype == "auto" else config.score.dtype,
-        tracking_uri=absolute_sqlite_uri(config.mlflow.tracking_uri),
-        registry_uri=absolute_sqlite_uri(config.mlflow.registry_uri),
+        tracking_uri=model_store(config).tracking_uri,
+        registry_uri=model_store(config).registry,
     )
     right_source = "left" if config.mode == "dedupe" else "right"
     pairs = (
@@ -120,7 +98,7 @@ def score_candidates(lake: Lakehouse, config: Config, candidates: DataFrame, run
         "pair_id",
         "left_id",
         "right_id",
-        *[F.col(f"r.{c}").alias(c) for c in ("p_match", "verdict", "rationale", "decided_by", "status", "error")],
+        *[F.col(f"r.{c}").alias(c) for c in RESULT_COLUMNS],
         F.lit(model_uri).alias("model_uri"),
         F.lit(run.run_id).alias("run_id"),
         F.current_timestamp().alias("scored_at"),
@@ -162,7 +140,7 @@ def check_feature_schema(lake: Lakehouse, config: Config, model_uri: str, run: R
     feature model compares, or stop with InputError before anything is written
     (em_spark.scorer.feature_schema_check). Loads the model on the driver once (a local
     copy of what the workers load)."""
-    model = ScoringModel.load(model_uri, device="cpu")
+    model = ScoringModel.load(model_uri, device="cpu", store=model_store(config))
     uses = model.feature_model_uses(scoring_policy(config.score))
     sources = ["left"] if config.mode == "dedupe" else ["left", "right"]
     present = {
@@ -190,7 +168,7 @@ def _check_one_per_candidate(lake: Lakehouse, candidates: DataFrame, run: Run) -
     predictions = lake.read("predictions")
     stats = (
         candidates.select("pair_id")
-        .join(predictions.select("pair_id", "status", "decided_by", "verdict", "rationale"), "pair_id", "left")
+        .join(predictions.select("pair_id", "status", "decided_by", "verdict", "rationale", "rationale_by"), "pair_id", "left")
         .agg(
             F.count(F.lit(1)).alias("rows"),
             F.count_distinct("pair_id").alias("pairs"),
@@ -199,11 +177,13 @@ def _check_one_per_candidate(lake: Lakehouse, candidates: DataFrame, run: Run) -
             F.sum(F.when(F.col("decided_by") == "prefilter", 1).otherwise(0)).alias("by_prefilter"),
             F.sum(F.when(F.col("verdict") == "match", 1).otherwise(0)).alias("matches"),
             F.sum(F.when(F.col("rationale").isNotNull(), 1).otherwise(0)).alias("rationales"),
+            # the student's rationales that failed the checker and were replaced
+            F.sum(F.when(F.col("rationale_by") == "rules", 1).otherwise(0)).alias("rationales_by_rules"),
         )
         .collect()[0]
     )
     n_predictions = predictions.count()
-    for key in ("rows", "failed", "by_prefilter", "matches", "rationales"):
+    for key in ("rows", "failed", "by_prefilter", "matches", "rationales", "rationales_by_rules"):
         run.count("predictions" if key == "rows" else key, stats[key] or 0)
     run.count("candidates", stats["pairs"])
     ok = stats["rows"] == stats["pairs"] == n_predictions and not stats["unscored"]

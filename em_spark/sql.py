@@ -2,7 +2,7 @@
 review views.
 
 - ``match_review``: every prediction with both records' attributes (as maps and as
-  ``left_<attr>`` / ``right_<attr>`` columns), p_match, verdict, rationale, and the label
+  ``left_<attr>`` / ``right_<attr>`` columns), p_match, verdict, rationale, rationale_by (student | rules), and the label
   where the pair has one;
 - ``entity_members``: every record with its entity id, the entity's size and attributes.
 
@@ -70,7 +70,7 @@ def view_definitions(lake: Lakehouse, mode: str, attributes: list[str]) -> dict[
     if lake.exists("predictions") and lake.exists("records"):
         has_labels = lake.exists("labels")
         cols = [
-            "p.pair_id", "p.left_id", "p.right_id", "p.p_match", "p.verdict", "p.rationale",
+            "p.pair_id", "p.left_id", "p.right_id", "p.p_match", "p.verdict", "p.rationale", "p.rationale_by",
             "p.decided_by", "p.status", "p.error",
             "lab.label" if has_labels else "CAST(NULL AS INT) AS label",
             "lab.split" if has_labels else "CAST(NULL AS STRING) AS split",

@@ -90,6 +90,8 @@ PREDICTIONS = T.StructType(
         T.StructField("p_match", T.DoubleType(), True),
         T.StructField("verdict", T.StringType(), False),  # match | no_match | error
         T.StructField("rationale", T.StringType(), True),
+        # who wrote the rationale: student | rules (the student's failed the checker); null: none
+        T.StructField("rationale_by", T.StringType(), True),
         T.StructField("decided_by", T.StringType(), False),  # prefilter | student | features (failed: the stage)
         T.StructField("status", T.StringType(), False),  # ok | failed
         T.StructField("error", T.StringType(), True),
@@ -313,8 +315,19 @@ class Lakehouse:
         finally:
             self.spark.catalog.dropTempView(view)
 
+    def _add_new_columns(self, name: str) -> None:
+        """A table written by an earlier release gains the contract's newer (nullable) columns."""
+        if not self.exists(name):
+            return
+        have = set(self.spark.sql(f"SELECT * FROM {self.ref(name).sql} LIMIT 0").columns)
+        new = [f for f in CONTRACTS[name].schema.fields if f.name not in have and f.nullable]
+        if new:
+            ddl = ", ".join(f"{_quote_ident(f.name)} {f.dataType.simpleString()}" for f in new)
+            self.spark.sql(f"ALTER TABLE {self.ref(name).sql} ADD COLUMNS ({ddl})")
+
     def _contract_view(self, name: str, df: DataFrame) -> str:
         """A temp view of ``df`` cast to the contract schema of ``name``; returns its name."""
+        self._add_new_columns(name)
         contract = CONTRACTS[name]
         missing = [f.name for f in contract.schema.fields if f.name not in df.columns]
         if missing:

@@ -12,7 +12,6 @@ when it has one, with bf16 and the larger GPU batch.
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.functions import pandas_udf
 
+from em_spark.mlflow_store import MlflowStore
 from em_spark.scorer import ScoringModel, ScoringPolicy, score_pairs
 
 RESULT_TYPE = T.StructType(
@@ -31,6 +31,7 @@ RESULT_TYPE = T.StructType(
         T.StructField("p_match", T.DoubleType(), True),
         T.StructField("verdict", T.StringType(), True),
         T.StructField("rationale", T.StringType(), True),
+        T.StructField("rationale_by", T.StringType(), True),
         T.StructField("decided_by", T.StringType(), True),
         T.StructField("status", T.StringType(), True),
         T.StructField("error", T.StringType(), True),
@@ -64,12 +65,8 @@ def get_model(settings: UdfSettings, device: str) -> ScoringModel:
     key = (settings.model_uri, device, settings.dtype)
     model = _MODELS.get(key)
     if model is None:
-        # The driver's MLflow settings do not reach a worker's environment by themselves.
-        if settings.tracking_uri:
-            os.environ["MLFLOW_TRACKING_URI"] = settings.tracking_uri
-        if settings.registry_uri:
-            os.environ["MLFLOW_REGISTRY_URI"] = settings.registry_uri
-        model = ScoringModel.load(settings.model_uri, device=device, dtype=settings.dtype)
+        store = MlflowStore(settings.tracking_uri, settings.registry_uri) if settings.tracking_uri else None
+        model = ScoringModel.load(settings.model_uri, device=device, dtype=settings.dtype, store=store)
         _MODELS[key] = model
         _LOADS[settings.model_uri] += 1
     return model

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from em_spark.errors import InputError
+from em_spark.mlflow_store import MLFLOW_SCHEMES, MlflowStore
 from em_spark.serialize import SerializerSettings, serialize_pair
 
 STUDENT_DIR = "student"
@@ -26,8 +27,10 @@ META_FILE = "em_student.json"
 MATCH_TEXT = "match"
 NO_MATCH_TEXT = "no match"
 FORMAT_VERSION = 1
-# Schemes that name an MLflow artifact rather than a local folder.
-_MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/", "dbfs:/", "s3://", "gs://", "abfss://")
+# A decoding loop repeats a clause; no sequence of this many tokens is generated twice.
+# Shorter ones recur in the rules teacher's own texts (a word quoted in "share" and again
+# in "otherwise differ"): on five benchmark sets 10-30% repeat an 8-token sequence.
+NO_REPEAT_NGRAM = 12
 _VERDICT = re.compile(r"^\s*(no\s+match|match)\b[\s:;,.\-]*", re.IGNORECASE)
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -81,12 +84,16 @@ def save_student(
     return folder
 
 
-def resolve_model_dir(uri: str) -> Path:
-    """A local model folder for ``uri``: a path, or MLflow artifacts downloaded once."""
-    if uri.startswith(_MLFLOW_SCHEMES):
-        import mlflow
+def resolve_model_dir(uri: str, store: MlflowStore | None = None) -> Path:
+    """A local model folder for ``uri``: a path, or MLflow artifacts downloaded from
+    ``store`` (without one, from wherever MLflow's global settings point: notebooks)."""
+    if uri.startswith(MLFLOW_SCHEMES):
+        if store is None:
+            import mlflow
 
-        uri = mlflow.artifacts.download_artifacts(artifact_uri=uri)
+            uri = mlflow.artifacts.download_artifacts(artifact_uri=uri)
+        else:
+            uri = str(store.download(uri))
     root = Path(uri)
     if not root.exists():
         raise InputError(f"student model not found: {uri}")
@@ -166,6 +173,7 @@ class StudentPredictor:
         # The similarity-feature prefilter saved with this model (em_spark.features), if any.
         self.prefilter_path = prefilter_path
         self._feature_matcher: Any = None
+        self._quote_index: Any = None
         self.match_id, self.no_match_id = label_start_ids(tokenizer)
         self.decoder_start_id = int(model.config.decoder_start_token_id)
 
@@ -174,10 +182,13 @@ class StudentPredictor:
         return next(self.model.parameters()).device
 
     @classmethod
-    def load(cls, uri: str, device: str | None = None, dtype: str | None = None) -> "StudentPredictor":
+    def load(
+        cls, uri: str, device: str | None = None, dtype: str | None = None, store: MlflowStore | None = None
+    ) -> "StudentPredictor":
+        """``store``: the MLflow store an MLflow ``uri`` lives in (jobs always pass it)."""
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-        folder = find_student_dir(resolve_model_dir(str(uri)))
+        folder = find_student_dir(resolve_model_dir(str(uri), store))
         meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
         dev = pick_device(device)
         model = AutoModelForSeq2SeqLM.from_pretrained(folder, dtype=pick_dtype(dtype, dev))
@@ -284,30 +295,57 @@ class StudentPredictor:
         max_new_tokens: int = 48,
         batch_size: int = 64,
         verdict: str | None = None,
+        sources: Sequence[Sequence[str]] | None = None,
     ) -> list[str]:
         """Greedy decoding with the KV cache: "match ..." / "no match ..." per text.
 
         ``verdict`` ("match" / "no_match") makes every output start with that verdict's
         words, so the rationale explains a verdict decided elsewhere (at the tuned
-        threshold, or by the feature model) instead of arguing with it.
+        threshold, or by the feature model) instead of arguing with it. ``sources``: per
+        text, the values its quotes may come from (the pair's attribute values); with
+        them, decoding cannot quote anything else (:mod:`em_spark.student.constrained`).
+        No n-gram of ``NO_REPEAT_NGRAM`` tokens is generated twice, so a clause cannot loop.
         """
-        prefix = None
+        prefix = [self.decoder_start_id]
         if verdict is not None:
             words = MATCH_TEXT if verdict == "match" else NO_MATCH_TEXT
-            prefix = [self.decoder_start_id] + self.tokenizer(words, add_special_tokens=False)["input_ids"]
+            prefix += self.tokenizer(words, add_special_tokens=False)["input_ids"]
+        if sources is not None and len(sources) != len(texts):
+            raise InputError(f"generate: {len(sources)} sources for {len(texts)} texts")
         out: list[str] = [""] * len(texts)
         with torch.inference_mode():
             for idx, batch in self._batches(texts, batch_size):
-                if prefix is not None:
-                    batch["decoder_input_ids"] = torch.tensor([prefix] * len(idx), device=self.device)
+                batch["decoder_input_ids"] = torch.tensor([prefix] * len(idx), device=self.device)
+                processors = None
+                if sources is not None:
+                    from transformers import LogitsProcessorList
+
+                    from em_spark.student.constrained import QuoteConstraint
+
+                    processors = LogitsProcessorList(
+                        [QuoteConstraint(self.quote_index, [sources[i] for i in idx], skip=len(prefix))]
+                    )
                 generated = self.model.generate(
                     **batch,
                     max_new_tokens=max_new_tokens,
                     do_sample=False,
                     num_beams=1,
                     use_cache=True,
+                    no_repeat_ngram_size=NO_REPEAT_NGRAM,
+                    logits_processor=processors,
                 )
-                decoded = self.tokenizer.batch_decode(generated, skip_special_tokens=True)
+                decoded = self.tokenizer.batch_decode(
+                    generated, skip_special_tokens=True, clean_up_tokenization_spaces=False
+                )
                 for i, text in zip(idx, decoded):
                     out[i] = text.strip()
         return out
+
+    @property
+    def quote_index(self) -> Any:
+        """The tokenizer's token texts indexed for constrained quotes (built on first use)."""
+        if self._quote_index is None:
+            from em_spark.student.constrained import QuoteIndex
+
+            self._quote_index = QuoteIndex(self.tokenizer)
+        return self._quote_index

@@ -23,7 +23,8 @@ from em_spark.features import FeatureMatcher, fit_prefilter, infer_attributes
 from em_spark.runs import Run
 from em_spark.serialize import serialize_pair, serialize_record
 from em_spark.student.inference import PREFILTER_DIR, save_student
-from em_spark.student.tracking import log_student, use_tracking
+from em_spark.mlflow_store import MlflowStore
+from em_spark.student.tracking import log_student
 from em_spark.student.training import (
     FeatureModelInputs,
     PairExample,
@@ -139,9 +140,9 @@ def run_train(lake: Lakehouse, config: Config, run: Run) -> None:
 
     import mlflow
 
-    experiment_id = use_tracking(config.mlflow)
-    with tempfile.TemporaryDirectory(prefix="em-train-") as work, mlflow.start_run(
-        experiment_id=experiment_id, run_name=f"train-{run.run_id[:8]}"
+    store = MlflowStore.of(config.mlflow.tracking_uri, config.mlflow.registry_uri)
+    with tempfile.TemporaryDirectory(prefix="em-train-") as work, store.active(), mlflow.start_run(
+        experiment_id=store.experiment_id(config.mlflow.experiment), run_name=f"train-{run.run_id[:8]}"
     ) as mlrun:
         params = conf.model_dump(exclude={"pretrain"})
         params.update({f"pretrain.{k}": v for k, v in conf.pretrain.model_dump().items()})

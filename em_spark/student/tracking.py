@@ -14,7 +14,6 @@ from typing import Any
 import mlflow
 import pandas as pd
 
-from em_spark.config import MlflowConf
 from em_spark.errors import InputError
 
 MODEL_ARTIFACT = "model"
@@ -55,25 +54,6 @@ class StudentPyfunc(mlflow.pyfunc.PythonModel):
         p = self.predictor.p_match(texts, offsets=offsets)
         verdict = ["match" if x >= self.predictor.threshold else "no_match" for x in p]
         return pd.DataFrame({"p_match": p, "verdict": verdict})
-
-
-def use_tracking(conf: MlflowConf) -> str:
-    """Point MLflow at the configured server; return the experiment id.
-
-    On ``sqlite:///path/mlflow.db`` the experiment's artifacts go next to the database
-    (``path/mlartifacts``), not into the current directory.
-    """
-    mlflow.set_tracking_uri(conf.tracking_uri)
-    # Always set: an earlier job in the same process may have pointed the registry elsewhere.
-    mlflow.set_registry_uri(conf.registry_uri or conf.tracking_uri)
-    experiment = mlflow.get_experiment_by_name(conf.experiment)
-    if experiment is not None:
-        return experiment.experiment_id
-    location = None
-    if conf.tracking_uri.startswith("sqlite:///"):
-        db = Path(conf.tracking_uri[len("sqlite:///") :]).resolve()
-        location = (db.parent / "mlartifacts").as_uri()
-    return mlflow.create_experiment(conf.experiment, artifact_location=location)
 
 
 def log_student(model_dir: str | Path, registered_model: str | None) -> str:

@@ -35,7 +35,7 @@ _UNIT = re.compile(
     r"^\d+(?:\.\d+)?(?:gb|mb|tb|kb|w|mm|cm|m|in|inch|hz|khz|mhz|ghz|mp|p|k|x|v|mah|lb|lbs|oz|ft|g|kg|ml|l|"
     r"st|nd|rd|th|s|pc|pcs|pk|ch|bit|rpm|db|ohm|a)$"
 )
-_STOP = frozenset(
+STOP_WORDS = frozenset(
     "a an and the of for with in on to by from at or is are be as this that it its into than "
     "new black white silver inc co ltd corp llc - & / x".split()
 )
@@ -53,7 +53,7 @@ class _Evidence:
     similarity: float = 0.0  # whole-record token-set similarity, 0..100
 
 
-def _tokens(text: str) -> list[str]:
+def tokens(text: str) -> list[str]:
     out = []
     for raw in _SPLIT.split(text.lower()):
         token = _EDGE.sub("", raw)
@@ -62,12 +62,12 @@ def _tokens(text: str) -> list[str]:
     return out
 
 
-def _compact(token: str) -> str:
+def compact_code(token: str) -> str:
     return re.sub(r"[-./]", "", token)
 
 
 def _is_code(token: str) -> bool:
-    compact = _compact(token)
+    compact = compact_code(token)
     has_digit = any(c.isdigit() for c in compact)
     has_alpha = any(c.isalpha() for c in compact)
     digits = sum(c.isdigit() for c in compact)
@@ -77,13 +77,13 @@ def _is_code(token: str) -> bool:
     return compact.isdigit() and len(compact) >= 5 and token.isdigit()
 
 
-def _codes(record: Mapping[str, object], names: Sequence[str]) -> dict[str, str]:
+def identifier_codes(record: Mapping[str, object], names: Sequence[str]) -> dict[str, str]:
     """Identifier-like tokens: compact form -> the form first seen in the record."""
     found: dict[str, str] = {}
     for name in names:
-        for token in _tokens(clean_value(record.get(name))):
+        for token in tokens(clean_value(record.get(name))):
             if _is_code(token):
-                found.setdefault(_compact(token), token)
+                found.setdefault(compact_code(token), token)
     return found
 
 
@@ -92,7 +92,7 @@ def _quote(value: str) -> str:
     return '"' + " ".join(words).replace('"', "'") + '"'
 
 
-def _number(value: str) -> float | None:
+def parse_number(value: str) -> float | None:
     text = value.replace("$", "").replace("%", "").strip()
     match = _NUMBER.fullmatch(text.replace(",", "")) if text else None
     return float(match.group(0)) if match else None
@@ -109,9 +109,9 @@ def _compare_numbers(name: str, a: float, b: float, a_text: str, b_text: str, ev
 
 
 def _compare_text(name: str, a: str, b: str, ev: _Evidence) -> None:
-    ta, tb = _tokens(a), _tokens(b)
-    content_a = [t for t in dict.fromkeys(ta) if t not in _STOP]
-    content_b = [t for t in dict.fromkeys(tb) if t not in _STOP]
+    ta, tb = tokens(a), tokens(b)
+    content_a = [t for t in dict.fromkeys(ta) if t not in STOP_WORDS]
+    content_b = [t for t in dict.fromkeys(tb) if t not in STOP_WORDS]
     shared = [t for t in content_a if t in set(content_b)]
     only_a = [t for t in content_a if t not in set(content_b) and not _is_code(t)]
     only_b = [t for t in content_b if t not in set(content_a) and not _is_code(t)]
@@ -136,7 +136,7 @@ def compare_records(
 ) -> _Evidence:
     names = ordered_attributes(left, order) + [k for k in ordered_attributes(right, order) if k not in left]
     ev = _Evidence()
-    left_codes, right_codes = _codes(left, names), _codes(right, names)
+    left_codes, right_codes = identifier_codes(left, names), identifier_codes(right, names)
     ev.shared_codes = [left_codes[c] for c in left_codes if c in right_codes]
     ev.left_codes = [left_codes[c] for c in left_codes if c not in right_codes]
     ev.right_codes = [right_codes[c] for c in right_codes if c not in left_codes]
@@ -147,7 +147,7 @@ def compare_records(
         if not a or not b:
             ev.missing.append(f"{'A' if not a else 'B'} has no {name}")
             continue
-        na, nb = _number(a), _number(b)
+        na, nb = parse_number(a), parse_number(b)
         if na is not None and nb is not None:
             _compare_numbers(name, na, nb, a, b, ev)
         else:
@@ -174,8 +174,12 @@ def explain_pair(
     right: Mapping[str, object],
     label: int,
     order: Sequence[str] | None = None,
+    decided_by: str = "the label",
 ) -> str:
-    """A short explanation of why ``left`` and ``right`` do (1) or do not (0) match."""
+    """A short explanation of why ``left`` and ``right`` do (1) or do not (0) match.
+
+    ``decided_by`` names what set ``label`` where the records alone cannot show it (the
+    gold label when teaching; the matcher when explaining its verdict)."""
     ev = compare_records(left, right, order)
     if label == 1:
         reasons = []
@@ -208,7 +212,7 @@ def explain_pair(
         text += ", but nothing in these attributes confirms they are one entity"
         if ev.missing:
             text += f" ({ev.missing[0]})"
-        return text + ", and the label says they are different entities."
+        return text + f", and {decided_by} says they are different entities."
     text = _sentence(reasons[:2])
     if len(reasons) > 1:  # two conflicts make the case; a concession would only add words
         return text + ", so they are different entities."
