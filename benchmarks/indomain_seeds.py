@@ -1,17 +1,18 @@
 """In domain over several seeds: the offline tiny student vs the similarity-feature baseline.
 
 For each dataset and seed, ``em-spark bench matching`` trains the student (tiny preset,
-explained, a fixed budget, and the feature model's score as a hint word or, with
-``--recipe feature_offset``, its logit added to the verdict's) and the feature baseline with the same
-seed, each on the train split (valid: early stopping and threshold), and scores the test
-split. One seed moves test F1 by about a point on these sets (a threshold chosen on 100-200
+explained, a fixed budget, the default recipe with similarity hints) and the feature
+baseline with the same seed, each on the train split (valid: early stopping and
+threshold), and scores the test split. One seed moves test F1 by about a point on these sets (a threshold chosen on 100-200
 valid matches), so the target "at or above the baseline" is judged on the mean over seeds.
 Every run's JSON lands in ``--out-dir`` (finished runs are kept: the script resumes);
 ``summary.json`` and ``indomain_table.md`` too, and the table replaces the block between
-the ``indomain-table`` markers in docs/BENCHMARKS.md (if present).
+the ``indomain-plain-table`` markers in docs/BENCHMARKS.md (if present). The recipes that
+gave the student the feature model's score (a hint word, a verdict offset) were removed;
+their tables stay in docs/BENCHMARKS.md and their runs in benchmarks/results/indomain_seeds
+and indomain_seeds_feature_offset.
 
     .venv/bin/python benchmarks/indomain_seeds.py --seeds 13 14 15
-    .venv/bin/python benchmarks/indomain_seeds.py --recipe feature_offset --seeds 13 14 15
 """
 
 from __future__ import annotations
@@ -34,15 +35,10 @@ from em_spark.bench.paired import paired_f1_difference  # noqa: E402
 
 DATASETS_DIR = REPO.parent / "shared" / "datasets"
 DATASETS = ["Textual-Abt-Buy", "Structured-Amazon-Google", "Structured-Walmart-Amazon", "Structured-DBLP-ACM"]
-# Validate on the whole valid split every 150 steps (the recipe of docs/BENCHMARKS.md, "In domain");
-# the student reads the feature model's score as a hint word, or adds its logit to the verdict.
+# Validate on the whole valid split every 150 steps (the recipe of docs/BENCHMARKS.md, "In domain").
 VALIDATION = ["patience=6", "eval_every_steps=150"]
-RECIPES = {
-    "score_hint": (VALIDATION + ["feature_score_hint=true"], "the feature score hint"),
-    "feature_offset": (VALIDATION + ["feature_offset=true"], "the feature model's logit as a verdict offset"),
-}
-# Where each recipe's table goes in docs/BENCHMARKS.md.
-MARKERS = {"score_hint": "indomain-table", "feature_offset": "indomain-offset-table"}
+# Where the table goes in docs/BENCHMARKS.md.
+MARKER = "indomain-plain-table"
 
 
 def run_path(out_dir: Path, dataset: str, model: str, seed: int) -> Path:
@@ -63,7 +59,7 @@ def run_all(args: argparse.Namespace) -> dict[str, dict[int, dict[str, dict]]]:
                     argv = ["--train", folder, "--test", folder, "--model", model, "--seed", str(seed), "--out", str(path)]
                     if model != "features":
                         argv += ["--mode", "explained", "--budget-minutes", str(args.budget_minutes)]
-                        for setting in RECIPES[args.recipe][0] + args.overrides:
+                        for setting in VALIDATION + args.overrides:
                             argv += ["--set", setting]
                     bench_matching(argv)
                 if path.is_file():
@@ -122,7 +118,7 @@ def table(summary: dict[str, dict], args: argparse.Namespace) -> str:
 
     lines = [
         (
-            f"Model `{args.model}`, explained, {RECIPES[args.recipe][1]}"
+            f"Model `{args.model}`, explained, similarity hints"
             f"{''.join(', ' + o for o in args.overrides)}, {args.budget_minutes} min of training per run; "
             "test F1 per seed (student / features), the mean ± sample standard deviation over seeds."
         ),
@@ -186,23 +182,18 @@ def main() -> int:
     p.add_argument("--budget-minutes", type=float, default=10.0)
     p.add_argument("--seeds", type=int, nargs="+", default=[13, 14, 15])
     p.add_argument("--datasets", nargs="+", default=DATASETS)
-    p.add_argument("--recipe", choices=sorted(RECIPES), default="score_hint")
     p.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="one more train.* setting for every student run, e.g. --set threads=1 (repeatable)",
     )
-    p.add_argument("--out-dir", default=None, help="default: benchmarks/results/indomain_seeds[_<recipe>]")
+    p.add_argument("--out-dir", default=str(REPO / "benchmarks" / "results" / "indomain_seeds_plain"))
     p.add_argument("--no-docs", action="store_true", help="do not edit docs/BENCHMARKS.md")
     p.add_argument("--table-only", action="store_true", help="tabulate finished runs, start none")
     args = p.parse_args()
-    if args.out_dir is None:
-        suffix = "" if args.recipe == "score_hint" else f"_{args.recipe}"
-        args.out_dir = str(REPO / "benchmarks" / "results" / f"indomain_seeds{suffix}")
     summary = summarize(run_all(args))
     out_dir = Path(args.out_dir)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    marker = MARKERS[args.recipe]
-    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
+    start, end = f"<!-- {MARKER}:start -->", f"<!-- {MARKER}:end -->"
     publish_table(table(summary, args), out_dir / "indomain_table.md", start, end, not args.no_docs)
     return 0
 

@@ -5,7 +5,7 @@ another dataset's test split, once per mode (label_only = BL, explained = EA, an
 ablations shuffled / truncated with ``--modes``), through ``em-spark bench matching``;
 ``--with-features`` adds the similarity-feature baseline, trained and tested the same way,
 ``--set KEY=VALUE`` passes a ``train.*`` setting to every student run (e.g.
-``--set feature_score_hint=true``), and ``--max-epochs`` bounds training by epochs as well
+``--set verdict_loss_weight=2``), and ``--max-epochs`` bounds training by epochs as well
 as by the wall-clock ``--budget-minutes``.
 Every run's JSON lands in ``--out-dir``; the table goes to ``--out-dir/ood_table.md`` and
 replaces the block between the ``ood-table`` markers in docs/BENCHMARKS.md (if present).
@@ -270,7 +270,7 @@ def main() -> int:
     p.add_argument("--with-features", action="store_true", help="also run the similarity-feature baseline per row")
     p.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="a train.* setting for every student run, e.g. --set feature_score_hint=true (repeatable)",
+        help="a train.* setting for every student run, e.g. --set verdict_loss_weight=2 (repeatable)",
     )
     p.add_argument("--rows", nargs="*", default=None, help="only these TRAIN->TEST rows")
     p.add_argument("--out-dir", default=str(REPO / "benchmarks" / "results" / "ood"))

@@ -297,24 +297,6 @@ class TeachConf(Section):
     vllm: VllmBackendConf = Field(default_factory=VllmBackendConf)
 
 
-class PretrainConf(Section):
-    """Span-corruption pretraining of the student on the unlabeled records before
-    fine-tuning (em_spark/student/pretraining.py; docs/STUDENT.md)."""
-
-    # Wall-clock budget; 0 turns pretraining off. It comes before, not out of,
-    # train.budget_minutes.
-    minutes: float = Field(default=0.0, ge=0)
-    max_epochs: int = Field(default=20, ge=1)
-    # T5's objective: 15% of the tokens, in spans of 3 on average, each span replaced by
-    # one sentinel; the target lists the spans.
-    noise_density: float = Field(default=0.15, gt=0, lt=1)
-    mean_span_length: float = Field(default=3.0, ge=1)
-    max_tokens: int = Field(default=128, ge=8)
-    batch_size: int = Field(default=32, ge=1)
-    learning_rate: float = Field(default=1e-3, gt=0)
-    warmup_steps: int = Field(default=20, ge=0)
-
-
 class TrainConf(Section):
     """The student (em_spark.student; docs/STUDENT.md)."""
 
@@ -348,26 +330,10 @@ class TrainConf(Section):
     max_target_tokens: int = Field(default=128, ge=2)
     max_words_per_attribute: int = Field(default=48, ge=1)
     max_words_per_record: int = Field(default=96, ge=1)
-    # How a pair is laid out for the student (em_spark.serialize): sequential
-    # ("Entity A: ... Entity B: ...") or interleaved (each attribute's two values side by side).
-    pair_layout: Literal["sequential", "interleaved"] = "sequential"
     # Prefix each pair with per-attribute similarity hints (em_spark.serialize), saved with
     # the model so that scoring serializes the same way. On by default: without them a
     # preset trained from random weights does not learn to compare (docs/STUDENT.md).
     similarity_hints: bool = True
-    # Lead the hints with the similarity-feature matcher's own P(match) (stacking: out of
-    # fold on the train pairs), so the student starts from the feature model's verdict and
-    # learns from the text where to overrule it. Needs train.prefilter (the matcher is saved
-    # there and scoring reads it). Opt-in: it took the tiny preset from 0.77-0.92 of the
-    # feature baseline's F1 to about par in 10 minutes, but out of domain (a new schema) the
-    # feature model fails and the student follows it (docs/STUDENT.md).
-    feature_score_hint: bool = False
-    # Add the similarity-feature matcher's logit (out of fold on the train pairs) to the
-    # student's verdict logit, so the student learns a correction to the feature model
-    # instead of the whole verdict, and validation before the first step measures the
-    # feature model itself (boosting). Needs train.prefilter, as the score hint does, and
-    # like it serves only the schema it was trained on (docs/STUDENT.md).
-    feature_offset: bool = False
     # Loss weight of matching pairs; None: balanced (negatives / positives).
     positive_weight: float | None = Field(default=None, gt=0)
     eval_batch_size: int = Field(default=64, ge=1)
@@ -384,16 +350,11 @@ class TrainConf(Section):
     # every rationale). Recorded in the model's metadata and in MLflow.
     verdict_by: Literal["auto", "student", "features"] = "auto"
     register_model: bool = True
-    pretrain: PretrainConf = Field(default_factory=PretrainConf)
 
     @model_validator(mode="after")
     def _features_need_prefilter(self) -> "TrainConf":
         if self.verdict_by == "features" and not self.prefilter:
             raise ValueError("train.verdict_by: 'features' needs train.prefilter: true (the feature model)")
-        if self.feature_score_hint and not self.prefilter:
-            raise ValueError("train.feature_score_hint: true needs train.prefilter: true (the feature model)")
-        if self.feature_offset and not self.prefilter:
-            raise ValueError("train.feature_offset: true needs train.prefilter: true (the feature model)")
         return self
 
 
@@ -526,12 +487,19 @@ def parse_override(item: str) -> tuple[str, Any]:
     return key, _parse_scalar(raw)
 
 
+# Options removed because measurements showed they did not help (docs/STUDENT.md): an old
+# config that sets one is told so, not just that the key is unknown.
+REMOVED_KEYS = frozenset({"train.pretrain", "train.pair_layout", "train.feature_score_hint", "train.feature_offset"})
+
+
 def _format_validation_error(err: ValidationError, origin: str) -> str:
     first = err.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "(root)"
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
+        if where in REMOVED_KEYS:
+            msg += " (an option removed after measurements showed it did not help: docs/STUDENT.md)"
     more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
     return f"{origin}: {where}: {msg}{more}"
 

@@ -174,10 +174,7 @@ def pair_features(
 # most of what all features carry, in a third of the tokens.
 HINT_ATTRIBUTE_FEATURES = {"ratio": "r", "token_set": "s", "code_jaccard": "c", "num_diff": "n"}
 HINT_RECORD_FEATURES = {"token_set": "s", "token_sort": "o", "token_jaccard": "j", "code_jaccard": "c"}
-# The feature matcher's own P(match) as one more hint (train.feature_score_hint): "m0".."m4"
-# below its F1 threshold, "m5".."m10" at or above it (:func:`score_hint_word`).
-SCORE_HINT_LETTER = "m"
-HINT_LETTERS = sorted({*HINT_ATTRIBUTE_FEATURES.values(), *HINT_RECORD_FEATURES.values(), SCORE_HINT_LETTER})
+HINT_LETTERS = sorted({*HINT_ATTRIBUTE_FEATURES.values(), *HINT_RECORD_FEATURES.values()})
 # Every hint word ("r9", "s10", "c-"): one tokenizer piece each (em_spark.student.presets).
 HINT_VOCABULARY = sorted({f"{letter}{v}" for letter in HINT_LETTERS for v in [*map(str, range(11)), "-"]})
 
@@ -202,17 +199,6 @@ def similarity_hints(left: Mapping[str, object], right: Mapping[str, object], at
     for attr in attributes:
         parts += [attr] + [word(f"{attr}.{f}", letter) for f, letter in HINT_ATTRIBUTE_FEATURES.items()]
     return " ".join(parts + ["all"] + [word(f"record.{f}", letter) for f, letter in HINT_RECORD_FEATURES.items()])
-
-
-def score_hint_word(score: float, threshold: float) -> str:
-    """The matcher's P(match) as a hint word on the scale of its decision: ``m0``..``m4``
-    split [0, threshold) into five bins, ``m5``..``m10`` split [threshold, 1] into six, so
-    ``m5`` and up means "the feature matcher says match" whatever its threshold."""
-    if score < threshold:
-        value = min(4, int(5 * score / threshold))
-    else:
-        value = 5 + min(5, int(6 * (score - threshold) / max(1.0 - threshold, 1e-9)))
-    return f"{SCORE_HINT_LETTER}{value}"
 
 
 def threshold_for_recall(labels: np.ndarray, scores: np.ndarray, target_recall: float) -> float:
@@ -279,12 +265,6 @@ class FeatureMatcher:
         features = pair_features(lefts, rights, self.attributes)
         with _one_thread():
             return self.model.predict_proba(features)[:, 1], self.prefilter_model.predict_proba(features)[:, 1]
-
-    def score_hints(
-        self, lefts: Sequence[Mapping[str, object]], rights: Sequence[Mapping[str, object]]
-    ) -> list[str]:
-        """The matcher's P(match) per pair as a student's hint word (:func:`score_hint_word`)."""
-        return [score_hint_word(s, self.f1_threshold) for s in self.predict_proba(lefts, rights)]
 
     def passes_prefilter(
         self, lefts: Sequence[Mapping[str, object]], rights: Sequence[Mapping[str, object]]
@@ -425,41 +405,6 @@ def fit_prefilter(
         target_recall=target_recall,
         valid_metrics=metrics,
     )
-
-
-def out_of_fold_scores(
-    matcher: FeatureMatcher, train_pairs: Sequence[Pair], seed: int = 0, folds: int = 5, max_iter: int = 300
-) -> np.ndarray:
-    """P(match) for the pairs ``matcher`` was fitted on, each from a model fitted on the
-    other folds (the matcher's recipe).
-
-    Why: the matcher's own scores of its training pairs are near-certain and right, so a
-    student trained on them (as a score hint or a verdict offset) would learn to copy
-    them; out-of-fold scores are as reliable on training pairs as the matcher's scores are
-    on new ones (stacking).
-    """
-    lefts, rights, labels = _split(train_pairs, "train pairs")
-    x = pair_features(lefts, rights, matcher.attributes)
-    scores = np.empty(len(labels))
-    n_folds = min(folds, int(labels.sum()), int((labels == 0).sum()))
-    if n_folds < 2:
-        raise ValueError(f"train pairs: {n_folds} fold(s); out-of-fold scores need 2+ matches and non-matches")
-    with _one_thread():
-        split = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed).split(x, labels)
-        for fit_idx, held_idx in split:
-            fold = _classifier(len(fit_idx), seed, max_iter).fit(
-                x[fit_idx], labels[fit_idx], sample_weight=_balanced_weights(labels[fit_idx])
-            )
-            scores[held_idx] = fold.predict_proba(x[held_idx])[:, 1]
-    return scores
-
-
-def verdict_offsets(scores: np.ndarray) -> np.ndarray:
-    """The matcher's P(match) as a logit, the offset a student adds to its verdict logit
-    (train.feature_offset); clipped to +-9.2 (P in [1e-4, 1 - 1e-4]) so that a certain
-    matcher score still leaves the student room to overrule it."""
-    p = np.clip(np.asarray(scores, dtype=np.float64), 1e-4, 1 - 1e-4)
-    return np.log(p) - np.log1p(-p)
 
 
 def _balanced_weights(labels: np.ndarray) -> np.ndarray:

@@ -10,9 +10,7 @@ all ...``: a few of the similarity features (em_spark.features) of each aligned 
 and of the whole records, in tenths, each word led by its feature's letter. A student
 trained from random weights does not learn to compare two records token by token from a
 few thousand pairs (measured: docs/STUDENT.md); with the hints it reads the comparison and
-learns what it means. With ``feature_score_hint`` the feature matcher's own P(match) leads
-them as one more word (``SIM m7 title ...``, em_spark.features.score_hint_word): the caller
-passes it, since only the caller holds the matcher.
+learns what it means.
 """
 
 from __future__ import annotations
@@ -20,6 +18,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+from em_spark.errors import InputError
 
 _SPACE = re.compile(r"\s+")
 HINT_WORD = "SIM"
@@ -31,23 +31,40 @@ class SerializerSettings:
 
     max_words_per_attribute: int = 48
     max_words_per_record: int = 96
-    # sequential: "Entity A: <record> Entity B: <record>" (the paper's, and the teacher's);
-    # interleaved: "COL title A: <left value> B: <right value> COL ...", so the values a
-    # model must compare sit next to each other (see docs/STUDENT.md).
-    pair_layout: str = "sequential"
     # Prefix the pair with similarity hints (module docstring).
     similarity_hints: bool = False
-    # Prefix the pair with the feature matcher's score hint (module docstring).
-    feature_score_hint: bool = False
 
-    def to_dict(self) -> dict[str, int | str | bool]:
+    def to_dict(self) -> dict[str, int | bool]:
         return {
             "max_words_per_attribute": self.max_words_per_attribute,
             "max_words_per_record": self.max_words_per_record,
-            "pair_layout": self.pair_layout,
             "similarity_hints": self.similarity_hints,
-            "feature_score_hint": self.feature_score_hint,
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> "SerializerSettings":
+        """Settings as saved with a model (:meth:`to_dict`).
+
+        Models saved before the interleaved layout and the feature score hint were removed
+        carry ``pair_layout`` and ``feature_score_hint``: dropped where they hold the value
+        every model now has (sequential, no score hint); a model that used either is
+        refused, since it would read pairs laid out otherwise than it was trained on.
+        """
+        known = {"max_words_per_attribute", "max_words_per_record", "similarity_hints"}
+        for key, value in data.items():
+            if key in known or _REMOVED.get(key, object()) == value:
+                continue
+            if key in _REMOVED:
+                raise InputError(
+                    f"this model was trained with {key}={value!r}, an option since removed "
+                    "(docs/STUDENT.md); retrain it"
+                )
+            raise InputError(f"unknown serializer setting {key!r} in the saved model")
+        return cls(**{k: v for k, v in data.items() if k in known})  # type: ignore[arg-type]
+
+
+# Settings of earlier versions, with the value at which they changed nothing.
+_REMOVED: dict[str, object] = {"pair_layout": "sequential", "feature_score_hint": False}
 
 
 def clean_value(value: object) -> str:
@@ -109,29 +126,15 @@ def serialize_pair(
     right: Mapping[str, object],
     order: Sequence[str] | None = None,
     settings: SerializerSettings = SerializerSettings(),
-    score_hint: str | None = None,
 ) -> str:
-    """``score_hint``: the feature matcher's hint word for this pair, required with
-    ``settings.feature_score_hint`` (and ignored without)."""
     names = ordered_attributes(left, order)
     names += [n for n in ordered_attributes(right, order) if n not in set(names)]
     # Hints go first so that truncation to the model's input length never cuts them.
-    hints = []
-    if settings.feature_score_hint:
-        if score_hint is None:
-            raise ValueError("these serializer settings need the feature matcher's score hint (score_hint)")
-        hints.append(score_hint)
+    prefix = ""
     if settings.similarity_hints:
         from em_spark.features import similarity_hints  # features imports this module
 
-        hints.append(similarity_hints(left, right, names))
-    prefix = f"{HINT_WORD} {' '.join(hints)} " if hints else ""
-    if settings.pair_layout == "interleaved":
-        lw, rw = _record_words(left, names, settings), _record_words(right, names, settings)
-        return prefix + " ".join(
-            f"COL {n} A: {' '.join(a)} B: {' '.join(b)}".replace("  ", " ").rstrip()
-            for n, a, b in zip(names, lw, rw)
-        )
+        prefix = f"{HINT_WORD} {similarity_hints(left, right, names)} "
     return (
         f"{prefix}Entity A: {serialize_record(left, order, settings)} "
         f"Entity B: {serialize_record(right, order, settings)}"

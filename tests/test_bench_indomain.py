@@ -35,13 +35,13 @@ def test_table_gives_means_and_what_verdict_by_auto_would_ship(indomain, tmp_pat
         )
     args = argparse.Namespace(
         out_dir=str(tmp_path), datasets=[dataset], seeds=[13, 14], model="tiny", table_only=True,
-        recipe="feature_offset", overrides=["threads=1"], budget_minutes=10.0,
+        overrides=["threads=1"], budget_minutes=10.0,
     )
     summary = indomain.summarize(indomain.run_all(args))
     assert summary[dataset]["student_mean"] == pytest.approx(75.0)
     assert summary[dataset]["features_mean"] == pytest.approx(77.0)
     table = indomain.table(summary, args)
-    assert "the feature model's logit as a verdict offset, threads=1, 10.0 min" in table
+    assert "explained, similarity hints, threads=1, 10.0 min" in table
     row = next(line for line in table.splitlines() if line.startswith(f"| {dataset}"))
     # the student alone is below the baseline; as shipped (seed 14 by the feature model) it is above
     assert "80.00 (student); 76.00 (features); mean 78.00" in row and "| 1 of 2 |" in row

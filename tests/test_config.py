@@ -27,6 +27,15 @@ def test_unknown_key_is_named(tmp_path):
         load_config(path)
 
 
+def test_a_removed_option_is_named_as_removed():
+    for item in ("train.pretrain.minutes=10", "train.pair_layout=interleaved",
+                 "train.feature_score_hint=true", "train.feature_offset=true"):
+        key = item.split("=")[0].rsplit(".minutes", 1)[0].replace(".", r"\.")
+        with pytest.raises(ConfigError, match=rf"{key}: unknown key \(an option removed after measurements"):
+            load_config(None, [item])
+    assert load_config().train.similarity_hints is True  # kept: on by default
+
+
 def test_bad_value_is_named():
     with pytest.raises(ConfigError, match=r"mode: "):
         load_config(None, ["mode=both"])
@@ -35,9 +44,6 @@ def test_bad_value_is_named():
 def test_conflicting_settings_are_named():
     with pytest.raises(ConfigError, match=r"train\.verdict_by: 'features' needs train\.prefilter: true"):
         load_config(base={"train": {"verdict_by": "features", "prefilter": False}})
-    with pytest.raises(ConfigError, match=r"train\.feature_score_hint: true needs train\.prefilter: true"):
-        load_config(base={"train": {"feature_score_hint": True, "prefilter": False}})
-    assert load_config().train.feature_score_hint is False  # opt-in
 
 
 def test_missing_file_and_bad_override():

@@ -14,13 +14,10 @@ from em_spark.features import (
     FeatureMatcher,
     feature_names,
     fit_prefilter,
-    out_of_fold_scores,
     pair_features,
     random_cross_pairs,
-    score_hint_word,
     threshold_for_f1,
     threshold_for_recall,
-    verdict_offsets,
 )
 from tests.conftest import DEMO_DATA
 
@@ -127,35 +124,3 @@ def test_prefilter_settles_random_pairs(matcher):
     rights = [test[i][1] for i in rng.integers(0, len(test), 500)]
     passed = matcher.passes_prefilter(lefts, rights)
     assert passed.mean() < 0.1, passed.mean()  # 1.0 before the prefilter learned random pairs
-
-
-def test_score_hint_words_split_at_the_matchers_threshold():
-    threshold = 0.3
-    words = [score_hint_word(s, threshold) for s in np.linspace(0, 1, 1001)]
-    values = [int(w[1:]) for w in words]
-    assert all(w.startswith("m") for w in words) and values == sorted(values)
-    assert set(values) == set(range(11))
-    # m5 and up exactly where the matcher says match
-    assert all((v >= 5) == (s >= threshold) for v, s in zip(values, np.linspace(0, 1, 1001)))
-    assert score_hint_word(0.2999, threshold) == "m4" and score_hint_word(0.3, threshold) == "m5"
-
-
-def test_out_of_fold_scores_follow_the_labels_of_pairs_they_never_saw(matcher):
-    train = demo_pairs("train")
-    scores = out_of_fold_scores(matcher, train, seed=0, folds=3)
-    assert scores.shape == (len(train),) and ((scores >= 0) & (scores <= 1)).all()
-    labels = np.array([p[2] for p in train])
-    # every pair scored by a model fitted on the other folds, yet mostly right (the demo
-    # pairs are easy: the matcher's valid F1 is ~1)
-    assert ((scores >= matcher.f1_threshold) == labels).mean() > 0.9
-    # not the matcher's own scores of pairs it was fitted on
-    own = matcher.predict_proba([p[0] for p in train], [p[1] for p in train])
-    assert not np.allclose(scores, own)
-    with pytest.raises(ValueError, match="fold"):
-        out_of_fold_scores(matcher, [p for p in train if p[2] == 0][:10] + [p for p in train if p[2] == 1][:1])
-
-
-def test_verdict_offsets_are_the_logit_clipped_so_a_student_can_overrule():
-    offsets = verdict_offsets(np.array([0.5, 0.880797, 0.0, 1.0]))
-    assert offsets[0] == pytest.approx(0.0) and offsets[1] == pytest.approx(2.0, abs=1e-4)
-    assert offsets[2] == pytest.approx(-9.21, abs=0.01) and offsets[3] == pytest.approx(9.21, abs=0.01)

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from em_spark.errors import InputError
 from em_spark.features import HINT_ATTRIBUTE_FEATURES, HINT_RECORD_FEATURES, HINT_VOCABULARY
 from em_spark.serialize import SerializerSettings, clean_value, serialize_pair, serialize_record
 
@@ -111,27 +112,6 @@ lower_values = st.one_of(st.none(), st.from_regex(r"[a-z0-9 ]{0,60}", fullmatch=
     budgets,
 )
 @settings(max_examples=100, deadline=None)
-def test_interleaved_layout_puts_both_values_of_an_attribute_side_by_side(left, right, budget):
-    interleaved = SerializerSettings(budget.max_words_per_attribute, budget.max_words_per_record, "interleaved")
-    text = serialize_pair(left, right, None, interleaved)
-    names = list(left) + [n for n in right if n not in left]
-    parts = re.split(r"(?:^| )COL (\S+) A:", text)[1:]
-    assert parts[0::2] == names
-    sides = [re.split(r"(?:^| )B:(?: |$)", body.strip(), maxsplit=1) for body in parts[1::2]]
-    left_words = " ".join(a.strip() for a, _ in sides).split()
-    right_words = " ".join(b.strip() for _, b in sides).split()
-    # each side carries exactly the words the sequential layout gives that record
-    assert left_words == re.sub(r"COL \S+ VAL ?", " ", serialize_record(left, names, budget)).split()
-    assert right_words == re.sub(r"COL \S+ VAL ?", " ", serialize_record(right, names, budget)).split()
-    assert SerializerSettings(**interleaved.to_dict()) == interleaved
-
-
-@given(
-    st.dictionaries(plain_names, lower_values, min_size=1, max_size=6),
-    st.dictionaries(plain_names, lower_values, max_size=6),
-    budgets,
-)
-@settings(max_examples=100, deadline=None)
 def test_similarity_hints_prefix_the_pair_with_scores_per_attribute(left, right, budget):
     hinted = SerializerSettings(budget.max_words_per_attribute, budget.max_words_per_record, similarity_hints=True)
     text = serialize_pair(left, right, None, hinted)
@@ -155,18 +135,20 @@ def test_similarity_hints_prefix_the_pair_with_scores_per_attribute(left, right,
             assert set(scores.values()) == {"-"}
         elif a == b:
             assert scores["ratio"] == scores["token_set"] == "10"
-    assert SerializerSettings(**hinted.to_dict()) == hinted
+    assert SerializerSettings.from_dict(hinted.to_dict()) == hinted
 
 
-def test_feature_score_hint_leads_the_hints_and_is_required():
-    record = {"title": "sony tv", "price": "10"}
-    both = SerializerSettings(similarity_hints=True, feature_score_hint=True)
-    assert serialize_pair(record, record, None, both, "m7").startswith("SIM m7 title r10 s10")
-    only = SerializerSettings(feature_score_hint=True)
-    assert serialize_pair(record, record, None, only, "m2") == "SIM m2 " + serialize_pair(record, record)
-    with pytest.raises(ValueError, match="score hint"):
-        serialize_pair(record, record, None, only)
-    assert SerializerSettings(**both.to_dict()) == both
+def test_settings_saved_by_older_versions_load_unless_a_removed_option_was_on():
+    saved = SerializerSettings(similarity_hints=True).to_dict()
+    assert set(saved) == {"max_words_per_attribute", "max_words_per_record", "similarity_hints"}
+    # pair_layout and feature_score_hint at the values every model now has are dropped
+    older = {**saved, "pair_layout": "sequential", "feature_score_hint": False}
+    assert SerializerSettings.from_dict(older) == SerializerSettings.from_dict(saved)
+    for key, value in (("pair_layout", "interleaved"), ("feature_score_hint", True)):
+        with pytest.raises(InputError, match=f"trained with {key}=.*an option since removed"):
+            SerializerSettings.from_dict({**saved, key: value})
+    with pytest.raises(InputError, match="unknown serializer setting 'layout'"):
+        SerializerSettings.from_dict({**saved, "layout": "x"})
 
 
 def test_similarity_hints_take_a_100kb_value():

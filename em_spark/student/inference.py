@@ -172,7 +172,6 @@ class StudentPredictor:
         self.extra = dict(extra or {})
         # The similarity-feature prefilter saved with this model (em_spark.features), if any.
         self.prefilter_path = prefilter_path
-        self._feature_matcher: Any = None
         self._quote_index: Any = None
         self.match_id, self.no_match_id = label_start_ids(tokenizer)
         self.decoder_start_id = int(model.config.decoder_start_token_id)
@@ -190,6 +189,15 @@ class StudentPredictor:
 
         folder = find_student_dir(resolve_model_dir(str(uri), store))
         meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+        if (meta.get("extra") or {}).get("feature_offset"):
+            raise InputError(
+                f"{folder}: this model was trained with train.feature_offset, an option since removed "
+                "(docs/STUDENT.md); retrain it"
+            )
+        try:
+            settings = SerializerSettings.from_dict(meta["settings"])
+        except InputError as exc:
+            raise InputError(f"{folder}: {exc}") from None
         dev = pick_device(device)
         model = AutoModelForSeq2SeqLM.from_pretrained(folder, dtype=pick_dtype(dtype, dev))
         tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -197,53 +205,16 @@ class StudentPredictor:
             model.to(dev),
             tokenizer,
             threshold=meta["threshold"],
-            settings=SerializerSettings(**meta["settings"]),
+            settings=settings,
             attributes=meta.get("attributes"),
             max_input_tokens=meta.get("max_input_tokens", 256),
             extra=meta.get("extra"),
             prefilter_path=prefilter if (prefilter := folder.parent / PREFILTER_DIR).is_dir() else None,
         )
 
-    @property
-    def feature_matcher(self) -> Any:
-        """The similarity-feature matcher saved with this model (loaded on first use)."""
-        if self._feature_matcher is None:
-            from em_spark.features import FeatureMatcher
-
-            if self.prefilter_path is None or not FeatureMatcher.is_saved(self.prefilter_path):
-                raise InputError(
-                    "this student was trained with the feature score hint but no feature matcher "
-                    f"({PREFILTER_DIR}/) was saved with it"
-                )
-            self._feature_matcher = FeatureMatcher.load(self.prefilter_path)
-        return self._feature_matcher
-
-    @feature_matcher.setter
-    def feature_matcher(self, matcher: Any) -> None:
-        self._feature_matcher = matcher
-
     def serialize_pairs(self, lefts: Sequence[Mapping], rights: Sequence[Mapping]) -> list[str]:
-        """Each pair as the model was trained to read it (its feature score hint included)."""
-        hints: Sequence[str | None] = [None] * len(lefts)
-        if self.settings.feature_score_hint and len(lefts):
-            hints = self.feature_matcher.score_hints(lefts, rights)
-        return [
-            serialize_pair(left, right, self.attributes, self.settings, hint)
-            for left, right, hint in zip(lefts, rights, hints)
-        ]
-
-    @property
-    def feature_offset(self) -> bool:
-        """Whether the verdict logit adds the feature matcher's (train.feature_offset)."""
-        return bool(self.extra.get("feature_offset", False))
-
-    def verdict_offsets(self, lefts: Sequence[Mapping], rights: Sequence[Mapping]) -> np.ndarray | None:
-        """The offsets :meth:`p_match` needs for these pairs; None for a student without."""
-        if not self.feature_offset:
-            return None
-        from em_spark.features import verdict_offsets
-
-        return verdict_offsets(self.feature_matcher.predict_proba(lefts, rights)) if len(lefts) else np.empty(0)
+        """Each pair as the model was trained to read it (its similarity hints included)."""
+        return [serialize_pair(left, right, self.attributes, self.settings) for left, right in zip(lefts, rights)]
 
     def _batches(self, texts: Sequence[str], batch_size: int) -> Iterator[tuple[np.ndarray, dict]]:
         """Tokenized batches in input-length order (less padding); yields original indices."""
@@ -256,22 +227,8 @@ class StudentPredictor:
             ids, mask = pad_batch([encoded[i] for i in idx], self.tokenizer.pad_token_id)
             yield idx, {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
 
-    def p_match(
-        self, texts: Sequence[str], batch_size: int = 64, offsets: Sequence[float] | np.ndarray | None = None
-    ) -> np.ndarray:
-        """P("match" | first decoder step), renormalized over the two verdict starts.
-
-        ``offsets``: per text, added to the "match" logit (:meth:`verdict_offsets`); a
-        student trained with train.feature_offset needs them.
-        """
-        if offsets is None and self.feature_offset:
-            raise InputError(
-                "this student adds the feature model's logit to its verdict (train.feature_offset): "
-                "score records (left and right), not serialized texts alone"
-            )
-        if offsets is not None and len(offsets) != len(texts):
-            raise InputError(f"p_match: {len(offsets)} offsets for {len(texts)} texts")
-        shift = torch.as_tensor(np.zeros(len(texts)) if offsets is None else np.asarray(offsets, dtype=np.float64))
+    def p_match(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """P("match" | first decoder step), renormalized over the two verdict starts."""
         out = np.zeros(len(texts), dtype=np.float64)
         with torch.inference_mode():
             for idx, batch in self._batches(texts, batch_size):
@@ -280,7 +237,6 @@ class StudentPredictor:
                 )
                 logits = self.model(**batch, decoder_input_ids=start, use_cache=False).logits[:, 0, :]
                 pair = logits[:, [self.match_id, self.no_match_id]].float()
-                pair[:, 0] += shift[torch.as_tensor(idx)].to(pair.device, torch.float32)
                 out[idx] = torch.softmax(pair, dim=-1)[:, 0].cpu().numpy()
         return out
 

@@ -1,5 +1,5 @@
-"""What the student's two training loops share: length-bucketed batches and the
-learning-rate schedule (em_spark.student.pretraining, em_spark.student.training)."""
+"""The student's training loop helpers (em_spark.student.training): length-bucketed
+batches and the learning-rate schedule."""
 
 from __future__ import annotations
 

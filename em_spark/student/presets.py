@@ -2,9 +2,8 @@
 
 No download: the tokenizer is a BPE model over Metaspace words (T5-style ``▁`` pieces)
 trained with ``tokenizers`` on the serialized records (its Unigram trainer split frequent
-words such as ``COL`` into letters on these corpora), with T5's special tokens and 100
-sentinels (for span-corruption pretraining), wrapped in a transformers fast tokenizer and
-saved with the model. Any other name is a Hugging Face seq2seq checkpoint (hub id or path).
+words such as ``COL`` into letters on these corpora), with T5's special tokens, wrapped in
+a transformers fast tokenizer and saved with the model. Any other name is a Hugging Face seq2seq checkpoint (hub id or path).
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ from em_spark.features import HINT_LETTERS, HINT_VOCABULARY
 from em_spark.serialize import HINT_WORD
 from em_spark.student.inference import MATCH_TEXT, NO_MATCH_TEXT, label_start_ids
 
-SENTINELS = 100
 
 # name -> (T5Config arguments, tokenizer vocabulary size)
 PRESETS: dict[str, tuple[dict[str, int], int]] = {
@@ -35,7 +33,7 @@ def train_tokenizer(corpus: Iterable[str], vocab_size: int) -> Any:
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
-    specials = ["<pad>", "</s>", "<unk>"] + [f"<extra_id_{i}>" for i in range(SENTINELS)]
+    specials = ["<pad>", "</s>", "<unk>"]
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(r"\s+", " ")])
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
@@ -65,7 +63,6 @@ def train_tokenizer(corpus: Iterable[str], vocab_size: int) -> Any:
         pad_token="<pad>",
         eos_token="</s>",
         unk_token="<unk>",
-        additional_special_tokens=specials[3:],
     )
     label_start_ids(fast)
     return fast

@@ -28,8 +28,7 @@ def _as_record(value: Any) -> dict:
 class StudentPyfunc(mlflow.pyfunc.PythonModel):
     """``predict`` takes a DataFrame with ``left`` and ``right`` columns (records as dicts
     or JSON objects; serialized as the model was trained, similarity hints included) or a
-    ``text`` column (pairs already serialized; not for a student with train.feature_offset,
-    which needs the records), and returns ``p_match`` and ``verdict``
+    ``text`` column (pairs already serialized), and returns ``p_match`` and ``verdict``
     (match when p_match >= the saved threshold)."""
 
     def load_context(self, context: Any) -> None:
@@ -38,12 +37,10 @@ class StudentPyfunc(mlflow.pyfunc.PythonModel):
         self.predictor = StudentPredictor.load(context.artifacts[MODEL_ARTIFACT])
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        offsets = None
         if {"left", "right"} <= set(model_input.columns):
             lefts = [_as_record(left) for left in model_input["left"]]
             rights = [_as_record(right) for right in model_input["right"]]
             texts = self.predictor.serialize_pairs(lefts, rights)
-            offsets = self.predictor.verdict_offsets(lefts, rights)
         elif "text" in model_input.columns:
             texts = model_input["text"].astype(str).tolist()
         else:
@@ -51,7 +48,7 @@ class StudentPyfunc(mlflow.pyfunc.PythonModel):
                 f"student model input has columns {list(model_input.columns)}: expected 'left' and "
                 "'right' (records as dicts or JSON) or 'text' (serialized pairs)"
             )
-        p = self.predictor.p_match(texts, offsets=offsets)
+        p = self.predictor.p_match(texts)
         verdict = ["match" if x >= self.predictor.threshold else "no_match" for x in p]
         return pd.DataFrame({"p_match": p, "verdict": verdict})
 

@@ -28,38 +28,28 @@ import torch
 
 from em_spark.config import TrainConf
 from em_spark.errors import InputError
-from em_spark.features import (
-    FeatureMatcher,
-    Pair,
-    out_of_fold_scores,
-    score_hint_word,
-    threshold_for_f1,
-    verdict_offsets,
-)
+from em_spark.features import threshold_for_f1
 from em_spark.serialize import SerializerSettings
 from em_spark.student.inference import (
     MATCH_TEXT,
     NO_MATCH_TEXT,
     StudentPredictor,
-    label_start_ids,
     pad_batch,
     pick_device,
 )
 from em_spark.student.optim import learning_rate_factor, length_bucketed_batches
 from em_spark.student.presets import load_base_model
-from em_spark.student.pretraining import PretrainResult, pretrain_span_corruption
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class PairExample:
-    """One labeled pair: its serialized text, label, explanation (None: none usable) and
-    verdict offset (the feature model's logit with train.feature_offset, else 0)."""
+    """One labeled pair: its serialized text, label and explanation (None: none usable)."""
 
     text: str
     label: int
     explanation: str | None = None
-    offset: float = 0.0
 
 
 @dataclass
@@ -76,58 +66,14 @@ class TrainResult:
     label_only_fallbacks: int = 0
     positive_weight: float = 1.0
     parameters: int = 0
-    pretrain: PretrainResult | None = None
-
 
 
 def serializer_settings(conf: TrainConf) -> SerializerSettings:
     return SerializerSettings(
         max_words_per_attribute=conf.max_words_per_attribute,
         max_words_per_record=conf.max_words_per_record,
-        pair_layout=conf.pair_layout,
         similarity_hints=conf.similarity_hints,
-        feature_score_hint=conf.feature_score_hint,
     )
-
-
-@dataclass
-class FeatureModelInputs:
-    """What the student reads from the feature model per pair of one split: the score
-    hint word (train.feature_score_hint; else None) and the verdict offset
-    (train.feature_offset; else 0)."""
-
-    hints: list[str | None]
-    offsets: list[float]
-
-
-def feature_model_inputs(
-    conf: TrainConf, matcher: FeatureMatcher | None, train_pairs: Sequence[Pair], valid_pairs: Sequence[Pair]
-) -> tuple[FeatureModelInputs, FeatureModelInputs]:
-    """The train pairs' inputs (from out-of-fold scores) and the valid pairs' (from the
-    matcher itself); neutral without the hint and the offset."""
-    if not (conf.feature_score_hint or conf.feature_offset):
-        return (
-            FeatureModelInputs([None] * len(train_pairs), [0.0] * len(train_pairs)),
-            FeatureModelInputs([None] * len(valid_pairs), [0.0] * len(valid_pairs)),
-        )
-    setting = "train.feature_score_hint" if conf.feature_score_hint else "train.feature_offset"
-    if matcher is None:
-        raise InputError(f"{setting} needs the fitted feature matcher (train.prefilter)")
-    n_pos = sum(1 for p in train_pairs if p[2] == 1)
-    if min(n_pos, len(train_pairs) - n_pos) < 2:
-        raise InputError(
-            f"{setting}: {n_pos} matching and {len(train_pairs) - n_pos} non-matching train pairs; "
-            f"out-of-fold feature scores need at least 2 of each (or set {setting}: false)"
-        )
-    train_scores = out_of_fold_scores(matcher, train_pairs, conf.seed)
-    valid_scores = matcher.predict_proba([p[0] for p in valid_pairs], [p[1] for p in valid_pairs])
-
-    def inputs(scores: np.ndarray) -> FeatureModelInputs:
-        hints = [score_hint_word(s, matcher.f1_threshold) if conf.feature_score_hint else None for s in scores]
-        offsets = verdict_offsets(scores) if conf.feature_offset else np.zeros(len(scores))
-        return FeatureModelInputs(hints, [float(o) for o in offsets])
-
-    return inputs(train_scores), inputs(valid_scores)
 
 
 def build_targets(
@@ -163,7 +109,7 @@ def build_targets(
 def evaluate_f1(predictor: StudentPredictor, valid: Sequence[PairExample], batch_size: int) -> tuple[float, float]:
     """(threshold, F1) of p_match on ``valid`` at the threshold with the best F1."""
     labels = np.asarray([e.label for e in valid], dtype=np.int64)
-    scores = predictor.p_match([e.text for e in valid], batch_size=batch_size, offsets=[e.offset for e in valid])
+    scores = predictor.p_match([e.text for e in valid], batch_size=batch_size)
     threshold = threshold_for_f1(labels, scores)
     return threshold, scores_at(labels, scores, threshold)["f1"]
 
@@ -195,9 +141,7 @@ def train_student(
 ) -> TrainResult:
     """Fine-tune ``conf.model`` on ``train``; early-stop and pick the threshold on ``valid``.
 
-    ``corpus``: texts for a preset's tokenizer and for span-corruption pretraining
-    (``conf.pretrain``; it runs first, outside ``conf.budget_minutes``): the serialized
-    records. ``on_validation`` receives each validation's metrics and the optimizer step
+    ``corpus``: texts for a preset's tokenizer (the serialized records). ``on_validation`` receives each validation's metrics and the optimizer step
     (MLflow logging).
     """
     if not train or not valid:
@@ -215,33 +159,24 @@ def train_student(
     )
     model, tokenizer = load_base_model(conf.model, corpus, work_dir)
     model.to(device)
-    pretrained = None
-    if conf.pretrain.minutes > 0:
-        pretrained = pretrain_span_corruption(model, tokenizer, corpus, conf.pretrain, device, conf.seed, use_bf16)
-        log.info("pretrain: %d steps, %.2f epochs, loss %.3f -> %.3f", pretrained.steps, pretrained.epochs,
-                 pretrained.first_loss, pretrained.last_loss)
-        t0 = time.monotonic()  # the fine-tuning budget starts here
     targets, fallbacks = build_targets(train, conf.mode, conf.truncate_words, conf.seed)
     inputs = tokenizer([e.text for e in train], truncation=True, max_length=conf.max_input_tokens)["input_ids"]
     labels_ids = tokenizer(targets, truncation=True, max_length=conf.max_target_tokens)["input_ids"]
     n_pos = sum(e.label for e in train)
     pos_weight = conf.positive_weight or max(1.0, (len(train) - n_pos) / n_pos)
     weights = torch.tensor([pos_weight if e.label == 1 else 1.0 for e in train])
-    offsets = torch.tensor([e.offset for e in train], dtype=torch.float32)
-    match_id = label_start_ids(tokenizer)[0]
     optimizer = torch.optim.AdamW(model.parameters(), lr=conf.learning_rate, weight_decay=conf.weight_decay)
     steps_per_epoch = math.ceil(len(train) / (conf.batch_size * conf.grad_accum))
     total_steps = max(1, steps_per_epoch * conf.max_epochs)
 
     predictor = StudentPredictor(
-        model, tokenizer, 0.5, SerializerSettings(), attributes, max_input_tokens=conf.max_input_tokens,
-        extra={"feature_offset": conf.feature_offset},
+        model, tokenizer, 0.5, SerializerSettings(), attributes, max_input_tokens=conf.max_input_tokens
     )
     rng = random.Random(conf.seed)
     result = TrainResult(
         model=model, tokenizer=tokenizer, threshold=0.5, valid_f1=-1.0,
         label_only_fallbacks=fallbacks, positive_weight=pos_weight,
-        parameters=sum(p.numel() for p in model.parameters()), pretrain=pretrained,
+        parameters=sum(p.numel() for p in model.parameters()),
     )
     best_state: dict[str, torch.Tensor] | None = None
     since_best, step, window_loss, window_n = 0, 0, 0.0, 0
@@ -283,14 +218,8 @@ def train_student(
             ids, mask, target = ids.to(device), mask.to(device), target.to(device)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 logits = model(input_ids=ids, attention_mask=mask, labels=target).logits
-            logits = logits.float()
-            if conf.feature_offset:
-                # The verdict is the feature model's logit plus the student's correction.
-                shift = torch.zeros_like(logits[:, 0, :])
-                shift[:, match_id] = offsets[batch].to(device)
-                logits = torch.cat([(logits[:, 0, :] + shift).unsqueeze(1), logits[:, 1:, :]], dim=1)
             token_loss = torch.nn.functional.cross_entropy(
-                logits.transpose(1, 2), target, ignore_index=-100, reduction="none"
+                logits.float().transpose(1, 2), target, ignore_index=-100, reduction="none"
             )
             per_pair = token_loss.sum(1) / (target != -100).sum(1).clamp(min=1)
             per_pair = per_pair + conf.verdict_loss_weight * token_loss[:, 0]
