@@ -31,7 +31,7 @@ from em_spark.teacher import rules
 
 CHECKS = ("quote", "claim", "verdict", "repeat", "cut")
 
-QUOTED = re.compile(r"[\"\u201c\u201d]([^\"\u201c\u201d]{0,300})[\"\u201c\u201d]")
+QUOTED = re.compile(r"[\"\u201c\u201d]([^\"\u201c\u201d]*)[\"\u201c\u201d]")
 # Verdict phrases. Negative ones are removed before looking for positive ones, so
 # "not the same product" never reads as "the same product".
 _NEGATIVE = re.compile(
@@ -96,7 +96,10 @@ class _Pair:
             side: {n: normalize(rec.get(n)) for n in names} for side, rec in (("a", left), ("b", right))
         }
         self.all_values = [v for side in self.values.values() for v in side.values() if v]
-        self.codes = {"a": rules.identifier_codes(left, names), "b": rules.identifier_codes(right, names)}
+        self.codes = {
+            side: {rules.compact_code(normalize(code)) for code in rules.identifier_codes(rec, names)}
+            for side, rec in (("a", left), ("b", right))
+        }
 
     def value(self, side: str, name: str) -> str:
         return self.values[side].get(name, "")
@@ -104,13 +107,11 @@ class _Pair:
     def words(self, side: str, name: str) -> set[str]:
         return set(rules.tokens(self.value(side, name)))
 
-    def attribute(self, text: str) -> str | None:
-        """The attribute a clause fragment names (``"addr"``, ``"addrs"``), if any."""
+    def attributes(self, text: str) -> list[str]:
+        """The attributes a clause fragment may name: ``"addrs"`` is the plural of ``addr``
+        or an attribute of that name; both are tried."""
         text = text.strip().lower()
-        for name in self.names:
-            if text in (name.lower(), name.lower() + "s"):
-                return name
-        return None
+        return [n for n in self.names if n.lower() == text or n.lower() + "s" == text]
 
     def has_code(self, side: str, code: str) -> bool:
         return rules.compact_code(normalize(code)) in self.codes[side]
@@ -129,10 +130,7 @@ def _number_gap(a: str, b: str) -> float | None:
 
 # Each claim: a pattern in the rules teacher's phrasing and a test of it on the pair,
 # returning None when it holds, else why not.
-def _identical(pair: _Pair, m: re.Match) -> str | None:
-    name = pair.attribute(m["attr"])
-    if name is None:
-        return f"no attribute {m['attr']!r}"
+def _identical(pair: _Pair, m: re.Match, name: str) -> str | None:
     a, b = pair.value("a", name), pair.value("b", name)
     if not a or a != b:
         return f"the {name} values are not identical"
@@ -141,10 +139,7 @@ def _identical(pair: _Pair, m: re.Match) -> str | None:
     return None
 
 
-def _share(pair: _Pair, m: re.Match) -> str | None:
-    name = pair.attribute(m["attr"])
-    if name is None:
-        return f"no attribute {m['attr']!r}"
+def _share(pair: _Pair, m: re.Match, name: str) -> str | None:
     quotes = _quotes(m["rest"])
     if not quotes:
         return "nothing quoted as shared"
@@ -154,10 +149,7 @@ def _share(pair: _Pair, m: re.Match) -> str | None:
     return None
 
 
-def _differ_in(pair: _Pair, m: re.Match) -> str | None:
-    name = pair.attribute(m["attr"])
-    if name is None:
-        return f"no attribute {m['attr']!r}"
+def _differ_in(pair: _Pair, m: re.Match, name: str) -> str | None:
     a, b = normalize(m["a"]), normalize(m["b"])
     if not a or a not in pair.words("a", name) or a in pair.words("b", name):
         return f"{a!r} is not a word of A's {name} alone"
@@ -174,19 +166,13 @@ def _sides_quoted(pair: _Pair, name: str, a: str, b: str) -> str | None:
     return None
 
 
-def _otherwise_differ(pair: _Pair, m: re.Match) -> str | None:
-    name = pair.attribute(m["attr"])
-    if name is None:
-        return f"no attribute {m['attr']!r}"
+def _otherwise_differ(pair: _Pair, m: re.Match, name: str) -> str | None:
     if pair.value("a", name) == pair.value("b", name):
         return f"the {name} values are identical"
     return _sides_quoted(pair, name, normalize(m["a"]), normalize(m["b"]))
 
 
-def _nothing_in_common(pair: _Pair, m: re.Match) -> str | None:
-    name = pair.attribute(m["attr"])
-    if name is None:
-        return f"no attribute {m['attr']!r}"
+def _nothing_in_common(pair: _Pair, m: re.Match, name: str) -> str | None:
     stop = rules.STOP_WORDS
     shared = (pair.words("a", name) - stop) & (pair.words("b", name) - stop)
     if shared:
@@ -197,10 +183,7 @@ def _nothing_in_common(pair: _Pair, m: re.Match) -> str | None:
 _GAP_WORDS = {"agree": (0.0, 0.05), "differ somewhat": (0.05, 0.25), "are far apart": (0.25, float("inf"))}
 
 
-def _numbers(pair: _Pair, m: re.Match) -> str | None:
-    name = pair.attribute(m["attr"])
-    if name is None:
-        return f"no attribute {m['attr']!r}"
+def _numbers(pair: _Pair, m: re.Match, name: str) -> str | None:
     a, b = normalize(m["a"]), normalize(m["b"])
     if a != pair.value("a", name) or b != pair.value("b", name):
         return f"the {name} values are not {a!r} and {b!r}"
@@ -211,14 +194,14 @@ def _numbers(pair: _Pair, m: re.Match) -> str | None:
     return None
 
 
-def _shared_codes(pair: _Pair, m: re.Match) -> str | None:
+def _shared_codes(pair: _Pair, m: re.Match, name: str) -> str | None:
     for code in _quotes(m["rest"]):
         if not (pair.has_code("a", code) and pair.has_code("b", code)):
             return f"{code!r} is not an identifier of both records"
     return None if _quotes(m["rest"]) else "no identifier quoted"
 
 
-def _codes_differ(pair: _Pair, m: re.Match) -> str | None:
+def _codes_differ(pair: _Pair, m: re.Match, name: str) -> str | None:
     a, b = normalize(m["a"]), normalize(m["b"])
     if not pair.has_code("a", a) or pair.has_code("b", a):
         return f"{a!r} is not an identifier of A alone"
@@ -227,11 +210,8 @@ def _codes_differ(pair: _Pair, m: re.Match) -> str | None:
     return None
 
 
-def _has_no(pair: _Pair, m: re.Match) -> str | None:
-    name = pair.attribute(m["attr"])
+def _has_no(pair: _Pair, m: re.Match, name: str) -> str | None:
     side = m["side"].lower()
-    if name is None:
-        return f"no attribute {m['attr']!r}"
     if pair.value(side, name):
         return f"{side.upper()} has a {name}"
     return None
@@ -253,6 +233,8 @@ _CLAIMS = [
 
 
 def _repeats(text: str) -> str | None:
+    # Quoted values are data: a value that says "salt and pepper" twice is no loop.
+    text = QUOTED.sub('"…"', text)
     clauses = [c.strip().lower() for c in _CLAUSE_SPLIT.split(text) if len(c.split()) >= 3]
     seen: set[str] = set()
     for clause in clauses:
@@ -305,9 +287,12 @@ def rationale_failures(
 def _false_claim(pair: _Pair, body: str) -> str | None:
     for pattern, holds in _CLAIMS:
         for found in pattern.finditer(body):
-            why = holds(pair, found)
-            if why is not None:
-                return f"{found.group(0)[:80]!r}: {why}"
+            names = pair.attributes(found["attr"]) if "attr" in pattern.groupindex else [""]
+            if not names:
+                return f"{found.group(0)[:80]!r}: no attribute {found['attr']!r}"
+            whys = [holds(pair, found, name) for name in names]
+            if all(why is not None for why in whys):
+                return f"{found.group(0)[:80]!r}: {whys[0]}"
     return None
 
 

@@ -18,15 +18,11 @@ from em_spark.errors import InputError
 from em_spark.faults import ENV, InjectedFailure
 from em_spark.features import fit_prefilter
 from em_spark.pipeline import run_job
-from em_spark.scorer import (
-    ScoringModel,
-    ScoringPolicy,
-    feature_schema_check,
-    score_pairs,
-)
+from em_spark.match_model import MatchModel, choose_verdict_model, feature_schema_check
+from em_spark.rationale import check_rationale
+from em_spark.scoring.batch import ScoringPolicy, score_pairs
 from em_spark.serialize import SerializerSettings, serialize_record
 from em_spark.student.inference import parse_verdict, save_student
-from em_spark.student.job import choose_verdict_model
 from em_spark.student.presets import build_preset
 from em_spark.tables import CANDIDATES, RECORDS, Lakehouse, pair_id
 from tests.conftest import make_config
@@ -48,8 +44,8 @@ def model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def scoring_model(model_dir) -> ScoringModel:
-    return ScoringModel.load(str(model_dir), device="cpu")
+def scoring_model(model_dir) -> MatchModel:
+    return MatchModel.load(str(model_dir), device="cpu")
 
 
 def _pairs(n: int) -> tuple[list[dict], list[dict], np.ndarray]:
@@ -60,7 +56,7 @@ def _pairs(n: int) -> tuple[list[dict], list[dict], np.ndarray]:
 @pytest.mark.parametrize("rationale", ["none", "matches", "uncertain", "all"])
 def test_rationale_policy_is_respected(scoring_model, rationale):
     lefts, rights, _ = _pairs(12)
-    student_only = ScoringModel(scoring_model.uri, scoring_model.student, prefilter=None)
+    student_only = MatchModel(scoring_model.student, None, scoring_model.uri)
     texts = student_only.student.serialize_pairs(lefts, rights)
     p = student_only.student.p_match(texts)
     threshold = float(np.median(p))  # half the pairs are "matches"
@@ -86,7 +82,7 @@ def test_prefilter_settles_obvious_non_matches(scoring_model):
     by_prefilter = (out["decided_by"] == "prefilter").to_numpy()
     assert by_prefilter.sum() > len(out) / 2  # most demo pairs are obvious non-matches
     assert (out.loc[by_prefilter, "verdict"] == "no_match").all()
-    assert (out.loc[by_prefilter, "p_match"] < scoring_model.prefilter.prefilter_threshold).all()
+    assert (out.loc[by_prefilter, "p_match"] < scoring_model.feature_model.prefilter_threshold).all()
     assert out.loc[by_prefilter, "rationale"].isna().all()  # "all" = all the student scored
     assert out.loc[~by_prefilter, "rationale"].notna().all()
     assert not by_prefilter[labels == 1].any()  # no demo match is filtered away
@@ -99,13 +95,13 @@ def test_a_failing_pair_fails_alone(scoring_model, monkeypatch):
     student = scoring_model.student
     real = student.p_match
 
-    def p_match(texts, batch_size=64, offsets=None):
+    def p_match(texts, batch_size=64):
         if any("BOOM" in t for t in texts):
             raise RuntimeError("model exploded")
-        return real(texts, batch_size, offsets)
+        return real(texts, batch_size)
 
     monkeypatch.setattr(student, "p_match", p_match)
-    plain = ScoringModel(scoring_model.uri, student, prefilter=None)
+    plain = MatchModel(student, None, scoring_model.uri)
     out = score_pairs(plain, lefts, rights, ScoringPolicy("none"))
     assert out["status"].tolist() == ["ok", "ok", "failed", "ok", "failed", "ok"]
     assert out.loc[2, "verdict"] == "error" and "model exploded" in out.loc[2, "error"]
@@ -127,18 +123,18 @@ def test_feature_model_gives_verdicts_when_the_train_job_chose_it(scoring_model)
     lefts, rights, labels = _pairs(60)
     student = copy.copy(scoring_model.student)
     student.extra = {**student.extra, "verdict_by": "features"}
-    model = ScoringModel(scoring_model.uri, student, scoring_model.prefilter)
+    model = MatchModel(student, scoring_model.feature_model, scoring_model.uri)
     assert model.verdict_by == "features"
-    features, prefilter_scores = scoring_model.prefilter.scores(lefts, rights)
+    features, prefilter_scores = scoring_model.feature_model.scores(lefts, rights)
     out = score_pairs(model, lefts, rights, ScoringPolicy("matches", max_new_tokens=MAX_NEW_TOKENS))
-    settled = prefilter_scores < scoring_model.prefilter.prefilter_threshold
+    settled = prefilter_scores < scoring_model.feature_model.prefilter_threshold
     assert (out["decided_by"] == np.where(settled, "prefilter", "features")).all()
     np.testing.assert_allclose(out["p_match"], np.where(settled, prefilter_scores, features))
-    expected = np.where(~settled & (features >= scoring_model.prefilter.f1_threshold), "match", "no_match")
+    expected = np.where(~settled & (features >= scoring_model.feature_model.f1_threshold), "match", "no_match")
     assert (out["verdict"] == expected).all() and 0 < (expected == "match").sum()
     assert (out["rationale"].notna() == (expected == "match")).all()  # the student explains matches
     # without its feature model a student keeps the verdicts
-    assert ScoringModel(model.uri, student, None).verdict_by == "student"
+    assert MatchModel(student, None, model.uri).verdict_by == "student"
 
 
 def test_verdict_model_choice():
@@ -150,10 +146,25 @@ def test_verdict_model_choice():
     assert choose_verdict_model("features", 0.9, features) == "features"
 
 
+def test_every_rationale_passes_the_checker_and_names_its_writer(scoring_model):
+    """An untrained student writes nonsense: the checker must catch every text, and the
+    rules explanation that replaces it must pass, for both verdicts."""
+    lefts, rights, _ = _pairs(24)
+    lefts[0] = {"name": "", "addr": None}
+    rights[1] = {"name": "123", "addr": "456"}
+    out = score_pairs(MatchModel(scoring_model.student, None, scoring_model.uri), lefts, rights,
+                      ScoringPolicy("all", max_new_tokens=24, threshold=0.5))
+    assert out["rationale"].notna().all() and set(out["verdict"]) == {"match", "no_match"}
+    assert set(out["rationale_by"]) <= {"student", "rules"} and (out["rationale_by"] == "rules").any()
+    for i, row in out.iterrows():
+        checked = check_rationale(row.rationale, row.verdict, lefts[i], rights[i], scoring_model.student.attributes)
+        assert checked.ok, (row.rationale, str(checked))
+
+
 def test_empty_and_huge_records_score(scoring_model):
     lefts = [{}, {"name": "spago", "addr": HUGE}, {"name": None, "city": ""}]
     rights = [{}, {"name": "spago", "addr": HUGE[:500]}, {"name": "spago"}]
-    for model in (scoring_model, ScoringModel(scoring_model.uri, scoring_model.student, None)):
+    for model in (scoring_model, MatchModel(scoring_model.student, None, scoring_model.uri)):
         out = score_pairs(model, lefts, rights, ScoringPolicy("all", max_new_tokens=MAX_NEW_TOKENS))
         assert (out["status"] == "ok").all(), out["error"].tolist()
         assert out["p_match"].notna().all()
@@ -281,8 +292,8 @@ def test_feature_schema_check_names_what_is_missing():
     )
     assert feature_schema_check(attributes, {"Beer_Name"}, []) == "ok: the feature model is not used"
     with pytest.raises(InputError, match=r"lack 1 of the 3 .* \(city; the records have: addr, name\), and it is "
-                       r"used for the prefilter, the student's score hint: .*score\.prefilter: false"):
-        feature_schema_check(attributes, {"name", "addr"}, ["the prefilter", "the student's score hint"])
+                       r"used for the prefilter: .*score\.prefilter: false"):
+        feature_schema_check(attributes, {"name", "addr"}, ["the prefilter"])
     with pytest.raises(InputError, match=r"needs train\.verdict_by: student\)$"):
         feature_schema_check(attributes, {"ABV"}, ["the verdicts (verdict_by: features)"])
 

@@ -18,7 +18,8 @@ from em_spark.errors import InputError
 from em_spark.features import HINT_VOCABULARY
 from em_spark.student.optim import learning_rate_factor
 from em_spark.student.presets import build_preset
-from em_spark.student.tracking import StudentPyfunc
+from em_spark.match_model import MatchModel
+from em_spark.student.tracking import MatchModelPyfunc
 from em_spark.student.training import PairExample, build_targets, serializer_settings, train_student
 from em_spark.teacher.rules import explain_pair
 from tests.conftest import DEMO_DATA
@@ -140,12 +141,12 @@ def test_p_match_agrees_with_first_generated_word(trained, tmp_path):
     # The same pairs in another order and batch size give the same probabilities.
     again = predictor.p_match(texts[::-1], batch_size=16)[::-1]
     assert np.allclose(again, p, atol=1e-4)
-    # The MLflow pyfunc reads serialized pairs from a text column too.
-    pyfunc = StudentPyfunc()
-    pyfunc.predictor = predictor
-    out = pyfunc.predict(None, pd.DataFrame({"text": texts}))
-    assert np.allclose(out["p_match"], p, atol=1e-5)
-    assert out["verdict"].tolist() == ["match" if x >= predictor.threshold else "no_match" for x in p]
+    # The MLflow pyfunc scores records, not serialized texts (the feature model and the
+    # rationale checker read the records).
+    pyfunc = MatchModelPyfunc()
+    pyfunc.model = MatchModel(predictor, None)
+    with pytest.raises(InputError, match="expected 'left' and 'right'"):
+        pyfunc.predict(None, pd.DataFrame({"text": texts}))
 
 
 def test_a_model_saved_with_a_removed_option_loads_only_where_it_was_off(trained, tmp_path):
@@ -174,14 +175,15 @@ def test_inference_imports_without_pyspark():
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
 
 
-def test_auto_dtype_is_bf16_only_where_the_cpu_computes_it(monkeypatch):
+def test_auto_dtype_is_fp32_on_a_cpu(monkeypatch):
     import torch
 
     from em_spark.student import inference
 
     cpu = torch.device("cpu")
-    monkeypatch.setattr(inference, "cpu_has_native_bf16", lambda: True)
-    assert inference.pick_dtype(None, cpu) == torch.bfloat16
-    monkeypatch.setattr(inference, "cpu_has_native_bf16", lambda: False)
-    assert inference.pick_dtype(None, cpu) == torch.float32
+    # fp32 on a CPU whatever its hardware: one answer however pairs are batched
+    for native in (True, False):
+        monkeypatch.setattr(inference, "cpu_has_native_bf16", lambda native=native: native)
+        assert inference.pick_dtype(None, cpu) == torch.float32
+    assert inference.pick_dtype("bfloat16", cpu) == torch.bfloat16
     assert inference.pick_dtype("float32", cpu) == torch.float32

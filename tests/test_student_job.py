@@ -9,13 +9,15 @@ from datetime import datetime
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
 from em_spark.cli import main
+from em_spark.match_model import MatchModel
+from em_spark.mlflow_store import MlflowStore
 from em_spark.pipeline import run_job
-from em_spark.student.inference import StudentPredictor
 from em_spark.tables import Lakehouse
 from em_spark.teacher.rules import explain_pair
 from tests.conftest import DEMO_DATA, dataset, make_config
@@ -63,8 +65,8 @@ def test_train_job_logs_registers_and_loads_by_uri(spark, lake_root, tmp_path):
         lake_root,
         ingest={"left": {"path": str(DEMO_DATA / "tableA.csv")}, "right": {"path": str(DEMO_DATA / "tableB.csv")},
                 "labels": labels},
-        train={"max_epochs": 2, "batch_size": 8, "budget_minutes": 0.25, "threads": 1, "max_target_tokens": 24,
-               "feature_score_hint": True, "feature_offset": True},
+        train={"max_epochs": 2, "batch_size": 8, "budget_minutes": 0.25, "threads": 1, "max_target_tokens": 24},
+        score={"rationale": "all", "max_new_tokens": 24},
     )
     lake = Lakehouse.from_config(spark, config)
     run_job("ingest", config, lake)
@@ -78,37 +80,38 @@ def test_train_job_logs_registers_and_loads_by_uri(spark, lake_root, tmp_path):
     mlflow.set_tracking_uri(config.mlflow.tracking_uri)
     logged = mlflow.get_run(run.checks["mlflow_run_id"])
     assert logged.data.params["train.mode"] == "explained"
-    assert "best_valid_f1" in logged.data.metrics and "prefilter_prefilter_recall" in logged.data.metrics
+    assert "best_valid_f1" in logged.data.metrics and "feature_model_prefilter_recall" in logged.data.metrics
     history = mlflow.MlflowClient().get_metric_history(logged.info.run_id, "train_loss")
     assert len(history) >= 1
 
-    predictor = StudentPredictor.load(uri, device="cpu")
-    assert abs(predictor.threshold - float(run.checks["threshold"])) < 1e-5
-    assert predictor.attributes and predictor.prefilter_path is not None
-    assert (predictor.prefilter_path / "feature_matcher.json").is_file()
+    model = MatchModel.load(uri, device="cpu", store=MlflowStore.of(config.mlflow.tracking_uri))
+    assert abs(model.student.threshold - float(run.checks["threshold"])) < 1e-5
+    assert model.student.attributes and model.feature_model is not None
     # the verdict model chosen on validation is recorded in the model, the run and MLflow
     metrics = logged.data.metrics
-    chosen = "features" if metrics["prefilter_f1"] > metrics["best_valid_f1"] else "student"
-    assert predictor.verdict_by == run.checks["verdict_by"] == logged.data.tags["verdict_by"] == chosen
+    chosen = "features" if metrics["feature_model_f1"] > metrics["best_valid_f1"] else "student"
+    assert model.verdict_by == run.checks["verdict_by"] == logged.data.tags["verdict_by"] == chosen
     left = {"name": "arnie morton's of chicago", "addr": "435 s. la cienega blv.", "city": "los angeles"}
-    (text,) = predictor.serialize_pairs([left], [dict(left)])
-    # the feature matcher's score hint (read from the matcher saved with the model), the
-    # similarity hints (identical records: every string score 10), then the pair
-    assert predictor.settings.feature_score_hint
-    assert re.match(r"SIM m(\d|10) name r10 s10 ", text) and " Entity A: COL name VAL arnie" in text
-    # ... and the feature matcher's logit added to the verdict's (train.feature_offset)
-    assert predictor.feature_offset
-    p = predictor.p_match([text], offsets=predictor.verdict_offsets([left], [dict(left)]))[0]
-    assert 0.0 <= p <= 1.0
+    (text,) = model.student.serialize_pairs([left], [dict(left)])
+    # the similarity hints (identical records: every string score 10), then the pair
+    assert re.match(r"SIM name r10 s10 ", text) and " Entity A: COL name VAL arnie" in text
+
+    # The registered model answers as the score job writes predictions, pair for pair.
+    run_job("block", config, lake)
+    run_job("score", config, lake)
+    records = {r.record_id: dict(r.attributes) for r in lake.read("records").collect()}
+    scored = lake.read("predictions").orderBy("pair_id").limit(400).toPandas()
     pyfunc = mlflow.pyfunc.load_model(uri)
-    # records in, serialized by the model's own settings: the same p_match as the text
-    records = pyfunc.predict(pd.DataFrame({"left": [left, json.dumps(left)], "right": [dict(left), json.dumps(left)]}))
-    assert list(records.columns) == ["p_match", "verdict"] and set(records["verdict"]) <= {"match", "no_match"}
-    assert records["p_match"].tolist() == pytest.approx([p, p], abs=1e-5)
-    with pytest.raises(Exception, match="feature_offset"):  # texts alone carry no offset
-        pyfunc.predict(pd.DataFrame({"text": [text]}))
+    served = pyfunc.predict(
+        pd.DataFrame({"left": [records[i] for i in scored["left_id"]], "right": [json.dumps(records[i]) for i in scored["right_id"]]}),
+        params={"rationale": "all", "max_new_tokens": 24},
+    )
+    assert len(served) == len(scored) and (scored["decided_by"] != "prefilter").any()
+    for column in ("verdict", "decided_by", "rationale", "rationale_by", "status"):
+        assert served[column].tolist() == scored[column].tolist(), column
+    np.testing.assert_allclose(served["p_match"], scored["p_match"], atol=1e-6)
     with pytest.raises(Exception, match="expected 'left' and 'right'"):
-        pyfunc.predict(pd.DataFrame({"pair": [text]}))
+        pyfunc.predict(pd.DataFrame({"text": [text]}))
 
 
 def test_bench_matching_writes_json(tmp_path):

@@ -65,7 +65,9 @@ def test_validation_catches_contradiction_hallucination_and_length():
     assert stance("They are not the same product.") == -1 and stance("They do not refer to the same product.") == -1
     hallucinated = 'Both list the model "xr-9000" and the part 77231, so they refer to the same entity.'
     assert grounding_score(hallucinated, SONY, SONY_B) == 0.0
-    assert check_explanation(hallucinated, 1, SONY, SONY_B, **CHECK).error.startswith("ungrounded")
+    # A quoted invention fails the rationale checker; unquoted identifiers, the grounding.
+    assert check_explanation(hallucinated, 1, SONY, SONY_B, **CHECK).error.startswith("quote")
+    assert check_explanation(hallucinated.replace('"', ""), 1, SONY, SONY_B, **CHECK).error.startswith("ungrounded")
     assert check_explanation("ok.", 1, SONY, SONY_B, **CHECK).error.startswith("too_short")
     assert check_explanation("x" * 2000, 1, SONY, SONY_B, **CHECK).error.startswith("too_long")
     assert check_explanation("   ", 1, SONY, SONY_B, **CHECK).error.startswith("empty")

@@ -1,4 +1,4 @@
-"""The scoring pandas UDF: a thin binding of :mod:`em_spark.scorer` to Spark.
+"""The scoring pandas UDF: a thin binding of :mod:`em_spark.scoring.batch` to Spark.
 
 The model cache is a global of this importable module, keyed by model URI (and device /
 dtype), so each Python worker loads a model once and reuses it for every later task
@@ -24,7 +24,8 @@ from pyspark.sql import types as T
 from pyspark.sql.functions import pandas_udf
 
 from em_spark.mlflow_store import MlflowStore
-from em_spark.scorer import ScoringModel, ScoringPolicy, score_pairs
+from em_spark.match_model import MatchModel
+from em_spark.scoring.batch import RESULT_COLUMNS, ScoringPolicy, score_pairs
 
 RESULT_TYPE = T.StructType(
     [
@@ -38,7 +39,7 @@ RESULT_TYPE = T.StructType(
     ]
 )
 
-_MODELS: dict[tuple[str, str, str | None], ScoringModel] = {}
+_MODELS: dict[tuple[str, str, str | None], MatchModel] = {}
 _LOADS: Counter[str] = Counter()
 
 
@@ -60,13 +61,13 @@ def load_count(uri: str) -> int:
     return _LOADS[uri]
 
 
-def get_model(settings: UdfSettings, device: str) -> ScoringModel:
+def get_model(settings: UdfSettings, device: str) -> MatchModel:
     """The worker's cached model for ``settings.model_uri`` on ``device`` (loaded once)."""
     key = (settings.model_uri, device, settings.dtype)
     model = _MODELS.get(key)
     if model is None:
         store = MlflowStore(settings.tracking_uri, settings.registry_uri) if settings.tracking_uri else None
-        model = ScoringModel.load(settings.model_uri, device=device, dtype=settings.dtype, store=store)
+        model = MatchModel.load(settings.model_uri, device=device, dtype=settings.dtype, store=store)
         _MODELS[key] = model
         _LOADS[settings.model_uri] += 1
     return model

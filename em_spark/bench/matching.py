@@ -127,49 +127,20 @@ class FeaturesMatcher:
 
 
 class StudentMatcher:
-    """A student trained on a dataset's train split (valid: early stopping, threshold)."""
+    """A :class:`~em_spark.match_model.MatchModel` fitted on a dataset's train split (valid:
+    early stopping, threshold, verdict model), as the train job fits it."""
 
     def __init__(self, train: MatchingDataset, conf: Any, work_dir: Path) -> None:
-        from em_spark.features import fit_prefilter
-        from em_spark.serialize import serialize_pair, serialize_record
-        from em_spark.student.inference import StudentPredictor
-        from em_spark.student.training import (
-            FeatureModelInputs,
-            PairExample,
-            feature_model_inputs,
-            serializer_settings,
-            train_student,
-        )
-
-        settings = serializer_settings(conf)
-
-        def examples(
-            pairs: Sequence[LabeledPair], explanations: Sequence[str | None], inputs: FeatureModelInputs
-        ) -> list[PairExample]:
-            return [
-                PairExample(serialize_pair(p.left, p.right, None, settings, h), p.label, e, o)
-                for p, e, h, o in zip(pairs, explanations, inputs.hints, inputs.offsets)
-            ]
+        from em_spark.match_model import MatchModel
 
         t0 = time.monotonic()
-        triples = {s: _triples(train.splits[s]) for s in ("train", "valid")}
-        uses_matcher = conf.feature_score_hint or conf.feature_offset
-        matcher = fit_prefilter(triples["train"], triples["valid"], seed=conf.seed) if uses_matcher else None
-        train_inputs, valid_inputs = feature_model_inputs(conf, matcher, triples["train"], triples["valid"])
-        explanations = explain(train.splits["train"], conf.teacher)
-        # The tokenizer sees the same texts in every mode (records + explanations), so BL and
-        # EA runs share one vocabulary.
-        corpus = [serialize_record(r, None, settings) for r in train.records] + explanations
-        train_ex = examples(train.splits["train"], explanations, train_inputs)
-        valid_ex = examples(train.splits["valid"], [None] * len(train.splits["valid"]), valid_inputs)
-        result = train_student(train_ex, valid_ex, conf, corpus, work_dir)
-        self.predictor = StudentPredictor(
-            result.model, result.tokenizer, result.threshold, settings, None, conf.max_input_tokens,
-            extra={"feature_offset": conf.feature_offset},
+        self.model = MatchModel.fit(
+            _triples(train.splits["train"]), _triples(train.splits["valid"]),
+            explain(train.splits["train"], conf.teacher), conf, work_dir, corpus_records=train.records,
         )
-        self.predictor.feature_matcher = matcher
+        self.predictor = self.model.student
         self.batch_size = conf.eval_batch_size
-        self.matcher = matcher
+        result = self.model.fit_info["result"]
         self.info = {
             "threshold": result.threshold,
             "valid_f1": result.valid_f1,
@@ -182,35 +153,29 @@ class StudentMatcher:
             "label_only_fallbacks": result.label_only_fallbacks,
             "positive_weight": result.positive_weight,
             "parameters": result.parameters,
-            "pretrain": asdict(result.pretrain) if result.pretrain else None,
-            "feature_score_hint": conf.feature_score_hint,
-            "feature_offset": conf.feature_offset,
         }
-        if matcher is not None:
-            from em_spark.student.job import choose_verdict_model
-
-            # What the train job would ship (train.verdict_by: auto): the feature model's
+        if self.model.feature_model is not None:
+            # What the train job ships (train.verdict_by: auto): the feature model's
             # verdicts where it validates strictly better than the student.
-            self.info["verdict_by_auto"] = choose_verdict_model("auto", result.valid_f1, matcher)
-            self.info["features_valid_f1"] = matcher.valid_metrics["f1"]
+            self.info["verdict_by_auto"] = self.model.verdict_by
+            self.info["features_valid_f1"] = self.model.feature_model.valid_metrics["f1"]
 
     def score(self, pairs: Sequence[LabeledPair]) -> dict[str, Any]:
         lefts, rights = [p.left for p in pairs], [p.right for p in pairs]
         texts = self.predictor.serialize_pairs(lefts, rights)
         t0 = time.monotonic()
-        offsets = self.predictor.verdict_offsets(lefts, rights)
-        scores = self.predictor.p_match(texts, batch_size=self.batch_size, offsets=offsets)
+        scores = self.predictor.p_match(texts, batch_size=self.batch_size)
         out: dict[str, Any] = {}
-        if self.info.get("verdict_by_auto") == "features":
-            out["auto_scores"] = self.matcher.predict_proba(lefts, rights)
-            out["auto_threshold"] = self.matcher.f1_threshold
-        elif "verdict_by_auto" in self.info:
-            out["auto_scores"], out["auto_threshold"] = scores, self.info["threshold"]
+        if self.model.feature_model is not None:
+            # As shipped: the verdict model's scores without the prefilter (a test split
+            # is labeled pairs, not candidates).
+            out["auto_scores"] = self.model.verdict_scores(lefts, rights, self.batch_size)
+            out["auto_threshold"] = self.model.threshold
         return {
             **out,
             "test_seconds": time.monotonic() - t0,
             "scores": scores,
-            "sample_outputs": self.predictor.generate(texts[:SAMPLE_RATIONALES], max_new_tokens=48),
+            "sample_outputs": self.predictor.generate(texts[:SAMPLE_RATIONALES], max_new_tokens=128),
             "sample_inputs": texts[:SAMPLE_RATIONALES],
         }
 

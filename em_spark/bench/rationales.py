@@ -3,8 +3,10 @@
 For each dataset folder (DeepMatcher layout; ``demo`` is the embedded demo set) a student
 is trained by the shipped recipe (the train defaults, rules teacher) on its train split;
 on its test split (a seeded sample with ``--limit-test``) every pair gets a rationale for
-the student's own verdict, generated twice: with constrained quotes and without. For the
-rationales as generated, before any fallback, it reports per decoding:
+the student's own verdict, generated three ways: ``free`` (greedy), ``quotes`` (quoted
+spans constrained to the pair's values) and ``clauses`` (restricted to the rules
+teacher's true explanations of the pair, as scoring decodes). For the rationales as
+generated, before any fallback, it reports per decoding:
 
 - the pass rate of the checker overall and of each check (em_spark.rationale.CHECKS),
   the repetition rate (share failing ``repeat``) and the mean length in words;
@@ -32,9 +34,9 @@ import numpy as np
 
 from em_spark.bench.matching import LabeledPair, StudentMatcher, load_dataset
 from em_spark.rationale import CHECKS, rationale_failures
-from em_spark.scorer import record_values
+from em_spark.match_model import record_values
 from em_spark.student.inference import parse_verdict
-from em_spark.teacher.rules import explain_pair
+from em_spark.teacher.rules import explain_pair, explanation_candidates
 
 SAMPLES = 5
 
@@ -72,7 +74,10 @@ def rationale_stats(
     }
 
 
-def generate(matcher: StudentMatcher, pairs: Sequence[LabeledPair], verdicts: Sequence[str], constrained: bool,
+DECODINGS = ("free", "quotes", "clauses")
+
+
+def generate(matcher: StudentMatcher, pairs: Sequence[LabeledPair], verdicts: Sequence[str], decoding: str,
              max_new_tokens: int) -> tuple[list[str], float]:
     """Rationales for the given verdicts (one generate call per verdict) and the seconds."""
     student = matcher.predictor
@@ -83,10 +88,14 @@ def generate(matcher: StudentMatcher, pairs: Sequence[LabeledPair], verdicts: Se
         rows = [i for i, v in enumerate(verdicts) if v == said]
         if not rows:
             continue
-        sources = [record_values(pairs[i].left, pairs[i].right) for i in rows] if constrained else None
+        sources = [record_values(pairs[i].left, pairs[i].right) for i in rows] if decoding == "quotes" else None
+        candidates = (
+            [explanation_candidates(pairs[i].left, pairs[i].right, int(said == "match")) for i in rows]
+            if decoding == "clauses" else None
+        )
         written = student.generate(
             [texts[i] for i in rows], max_new_tokens=max_new_tokens, batch_size=matcher.batch_size,
-            verdict=said, sources=sources,
+            verdict=said, sources=sources, candidates=candidates,
         )
         for i, text in zip(rows, written):
             out[i] = parse_verdict(text)[1]
@@ -111,16 +120,17 @@ def bench_dataset(folder: Path, conf: Any, limit_test: int | None, max_new_token
         "verdict_accuracy": float(np.mean([(v == "match") == bool(p.label) for v, p in zip(verdicts, pairs)])),
     }
     written: dict[str, list[str]] = {}
-    for name, constrained in (("constrained", True), ("unconstrained", False)):
-        written[name], seconds = generate(matcher, pairs, verdicts, constrained, max_new_tokens)
-        report[name] = rationale_stats(pairs, verdicts, written[name], seconds)
-    report["constrained_time_ratio"] = report["constrained"]["seconds"] / max(report["unconstrained"]["seconds"], 1e-9)
+    for decoding in DECODINGS:
+        written[decoding], seconds = generate(matcher, pairs, verdicts, decoding, max_new_tokens)
+        report[decoding] = rationale_stats(pairs, verdicts, written[decoding], seconds)
+    for decoding in ("quotes", "clauses"):
+        report[f"{decoding}_time_ratio"] = report[decoding]["seconds"] / max(report["free"]["seconds"], 1e-9)
     picks = np.random.default_rng(13).choice(len(pairs), size=min(SAMPLES, len(pairs)), replace=False)
     report["samples"] = [
         {
             "left": pairs[i].left, "right": pairs[i].right, "label": pairs[i].label, "verdict": verdicts[i],
-            "rationale": written["constrained"][i], "check": report["constrained"]["first_failure"][i],
-            "unconstrained": written["unconstrained"][i],
+            **{decoding: written[decoding][i] for decoding in DECODINGS},
+            "checks": {decoding: report[decoding]["first_failure"][i] for decoding in DECODINGS},
         }
         for i in sorted(int(x) for x in picks)
     ]
@@ -150,11 +160,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in args.data:
         report = bench_dataset(dataset_folder(name), config.train, args.limit_test, max_new_tokens)
         reports.append(report)
-        c, u = report["constrained"], report["unconstrained"]
         print(
-            f"rationales {report['dataset']}: pass {c['pass_rate']:.1%} constrained, {u['pass_rate']:.1%} free; "
-            f"repeat {c['repetition_rate']:.1%}; ROUGE-L {c['rouge_l_vs_teacher']:.3f}; "
-            f"{c['pairs_per_s']:.1f} vs {u['pairs_per_s']:.1f} pairs/s (x{report['constrained_time_ratio']:.2f})",
+            f"rationales {report['dataset']}: "
+            + "; ".join(
+                f"{d} pass {report[d]['pass_rate']:.1%} repeat {report[d]['repetition_rate']:.1%} "
+                f"ROUGE-L {report[d]['rouge_l_vs_teacher']:.3f} {report[d]['pairs_per_s']:.1f} pairs/s"
+                for d in DECODINGS
+            ),
             flush=True,
         )
     out = {
@@ -162,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%d"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "max_new_tokens": max_new_tokens,
-        "train": config.train.model_dump(exclude={"pretrain"}),
+        "train": config.train.model_dump(),
         "sets": reports,
     }
     path = Path(args.out)

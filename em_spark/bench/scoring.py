@@ -5,7 +5,7 @@ On synthetic candidate pairs drawn from a DeepMatcher-layout dataset with a 5% m
 non-matches, which came out of a blocker and are hard, the rest random cross pairs, which
 are easy; ``--hard-shares`` lists the mixes, default 0.5 and 0), each preset (a T5 built from a config, trained briefly on the train split with
 rules-teacher explanations) is timed three ways, all through the same scoring core
-(em_spark.scorer / StudentPredictor: the same batching, length sorting, KV cache):
+(em_spark.scoring.batch / MatchModel: the same batching, length sorting, KV cache):
 
 (a) ``generate_all``: generate "match/no match + rationale" for every pair (the paper's
     inference); the verdict is read from the first words;
@@ -37,8 +37,9 @@ from typing import Any
 import numpy as np
 
 from em_spark.bench.matching import LabeledPair, explain, load_dataset
-from em_spark.features import FeatureMatcher, fit_prefilter
-from em_spark.scorer import ScoringModel, ScoringPolicy, score_pairs
+from em_spark.features import fit_prefilter
+from em_spark.match_model import MatchModel
+from em_spark.scoring.batch import ScoringPolicy, score_pairs
 from em_spark.student.inference import StudentPredictor, parse_verdict
 
 MATCH_RATE = 0.05
@@ -58,42 +59,24 @@ def synthetic_pairs(test: Sequence[LabeledPair], n: int, hard_share: float, seed
     return out
 
 
-def train_preset(preset: str, dataset: Any, prefilter: FeatureMatcher, minutes: float, out_dir: Path, seed: int) -> ScoringModel:
-    """A preset trained for ``minutes`` on (a slice of) the train split, saved with the prefilter."""
+def train_preset(preset: str, dataset: Any, minutes: float, out_dir: Path, seed: int) -> MatchModel:
+    """A MatchModel with ``preset`` trained for ``minutes`` on the train split (valid: its
+    first 300 pairs), saved to ``out_dir`` and loaded back as scoring loads it."""
     from em_spark.config import load_config
-    from em_spark.serialize import serialize_pair, serialize_record
-    from em_spark.student.inference import save_student
-    from em_spark.student.job import choose_verdict_model
-    from em_spark.student.training import PairExample, feature_model_inputs, serializer_settings, train_student
 
     conf = load_config(
         overrides=[f"train.model={preset}", f"train.budget_minutes={minutes}", f"train.seed={seed}", "train.max_epochs=3"]
     ).train
-    settings = serializer_settings(conf)
     train, valid = dataset.splits["train"], dataset.splits["valid"][:300]
-    explanations = explain(train, "rules")
-    corpus = [serialize_record(r, None, settings) for r in dataset.records] + explanations
-    train_inputs, valid_inputs = feature_model_inputs(
-        conf, prefilter, [(p.left, p.right, p.label) for p in train], [(p.left, p.right, p.label) for p in valid]
+    model = MatchModel.fit(
+        [(p.left, p.right, p.label) for p in train], [(p.left, p.right, p.label) for p in valid],
+        explain(train, "rules"), conf, out_dir / "work", corpus_records=dataset.records,
     )
-    examples = [
-        PairExample(serialize_pair(p.left, p.right, None, settings, h), p.label, e, o)
-        for p, e, h, o in zip(train, explanations, train_inputs.hints, train_inputs.offsets)
-    ]
-    valid_ex = [
-        PairExample(serialize_pair(p.left, p.right, None, settings, h), p.label, None, o)
-        for p, h, o in zip(valid, valid_inputs.hints, valid_inputs.offsets)
-    ]
-    result = train_student(examples, valid_ex, conf, corpus, out_dir / "work")
-    verdict_by = choose_verdict_model(conf.verdict_by, result.valid_f1, prefilter)
-    save_student(result.model, result.tokenizer, out_dir, result.threshold, settings, None,
-                 extra={"bench_train_seconds": result.seconds, "valid_f1": result.valid_f1, "verdict_by": verdict_by,
-                        "feature_offset": conf.feature_offset})
-    prefilter.save(out_dir / "prefilter")
-    return ScoringModel.load(str(out_dir), device="cpu")
+    model.student.extra["bench_train_seconds"] = model.fit_info["result"].seconds
+    return MatchModel.load(str(model.save(out_dir)), device="cpu")
 
 
-def measure(model: ScoringModel, pairs: Sequence[LabeledPair], test: Sequence[LabeledPair], args: argparse.Namespace) -> dict[str, Any]:
+def measure(model: MatchModel, pairs: Sequence[LabeledPair], test: Sequence[LabeledPair], args: argparse.Namespace) -> dict[str, Any]:
     student = model.student
     lefts, rights = [p.left for p in pairs], [p.right for p in pairs]
     n = len(pairs)
@@ -106,14 +89,14 @@ def measure(model: ScoringModel, pairs: Sequence[LabeledPair], test: Sequence[La
     verdict_a = [parse_verdict(g)[0] for g in generated]
 
     t0 = time.monotonic()
-    out_b = score_pairs(ScoringModel(model.uri, student, None), lefts, rights, policy)
+    out_b = score_pairs(MatchModel(student, None, model.uri), lefts, rights, policy)
     t_b = time.monotonic() - t0
 
     # (c) as the issue defines it: the prefilter, then the student's verdicts (b).
     student_verdicts = copy.copy(student)
     student_verdicts.extra = {**student.extra, "verdict_by": "student"}
     t0 = time.monotonic()
-    out_c = score_pairs(ScoringModel(model.uri, student_verdicts, model.prefilter), lefts, rights, policy)
+    out_c = score_pairs(MatchModel(student_verdicts, model.feature_model, model.uri), lefts, rights, policy)
     t_c = time.monotonic() - t0
     # (c) as deployed: verdicts by whichever model the train job chose on validation.
     t0 = time.monotonic()
@@ -137,7 +120,7 @@ def measure(model: ScoringModel, pairs: Sequence[LabeledPair], test: Sequence[La
     agreement_at_half = float(np.mean([a == ("match" if p >= 0.5 else "no_match") for a, p in zip(verdict_a, out_b["p_match"])]))
     pos = [p for p in test if p.label == 1]
     p_student = student.p_match(student.serialize_pairs([p.left for p in pos], [p.right for p in pos]), batch_size=args.batch_size)
-    passes = model.prefilter.passes_prefilter([p.left for p in pos], [p.right for p in pos])
+    passes = model.feature_model.passes_prefilter([p.left for p in pos], [p.right for p in pos])
     recall_student = float(np.mean(p_student >= student.threshold))
     recall_both = float(np.mean((p_student >= student.threshold) & passes))
     return {
@@ -290,6 +273,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     folder = Path(args.dataset)
     dataset = load_dataset(folder)
     triples = {s: [(p.left, p.right, p.label) for p in dataset.splits[s]] for s in ("train", "valid")}
+    # The feature model as the train job fits it, for the report (each preset's MatchModel
+    # fits its own on the same pairs and seed).
     prefilter = fit_prefilter(triples["train"], triples["valid"], seed=args.seed)
     test = dataset.splits["test"]
     shares = [float(h) for h in args.hard_shares.split(",") if h.strip()]
@@ -312,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="em-bench-score-") as work:
         for preset in presets:
             model_dir = Path(work) / preset
-            model = train_preset(preset, dataset, prefilter, minutes[preset], model_dir, args.seed)
+            model = train_preset(preset, dataset, minutes[preset], model_dir, args.seed)
             for mix in report["mixes"]:
                 mix["presets"][preset] = result = measure(model, mixes[mix["hard_share"]], test, args)
                 print(

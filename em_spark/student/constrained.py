@@ -1,7 +1,7 @@
 """Decoding that cannot invent a quote: a logits processor over the pair's own values.
 
 Inside a quoted span (after an odd number of ``"`` in the rationale so far) the student
-may only emit a token that continues a substring of one of the pair's attribute values
+may only emit a token that continues a substring of one of the pair's attribute values that starts at a word
 (lower-cased, whitespace collapsed: :func:`em_spark.rationale.normalize`), or a token
 that closes the quote once it holds something. Outside quotes it may open a quote only
 with a token whose text after the ``"`` starts such a substring, and the end-of-sequence
@@ -23,6 +23,7 @@ from transformers import LogitsProcessor
 from em_spark.rationale import normalize
 
 QUOTE = '"'
+CURLY = {"\u201c", "\u201d"}
 
 
 def token_texts(tokenizer: Any) -> list[str]:
@@ -60,6 +61,9 @@ class QuoteIndex:
             else:
                 self.by_text[text].append(i)
         self.longest = max((len(t) for t in self.by_text), default=1)
+        # Curly quotes delimit quotes for the checker too; the processor tracks straight
+        # ones only, so curly ones are never emitted.
+        self.curly_ids = [i for i, t in enumerate(self.texts) if CURLY & set(t)]
 
 
 def _in_values(piece: str, values: Sequence[str]) -> bool:
@@ -75,10 +79,17 @@ class QuoteConstraint(LogitsProcessor):
         self.sources = [[v for v in (normalize(s) for s in row) if v] for row in sources]
         self.skip = skip
         self._openers: dict[int, list[int]] = {}
+        # Per row, the rationale's text so far and how many ids it covers: each step
+        # appends the newest token instead of decoding the whole row again.
+        self._texts: dict[int, tuple[int, str]] = {}
 
-    def quote_state(self, ids: Sequence[int]) -> str | None:
-        """The open quote's text so far, or None outside quotes."""
-        text = "".join(self.index.texts[i] for i in ids[self.skip :])
+    def quote_state(self, row: int, ids: Sequence[int]) -> str | None:
+        """The open quote's text so far in ``row``, or None outside quotes."""
+        done, text = self._texts.get(row, (self.skip, ""))
+        if done > len(ids):  # a new generation reusing this processor
+            done, text = self.skip, ""
+        text += "".join(self.index.texts[i] for i in ids[done:])
+        self._texts[row] = (len(ids), text)
         if text.count(QUOTE) % 2 == 0:
             return None
         return text[text.rindex(QUOTE) + 1 :]
@@ -103,8 +114,8 @@ class QuoteConstraint(LogitsProcessor):
         index = self.index
         ends: list[tuple[int, int]] = []  # (value, position after the quote so far)
         for v, value in enumerate(values):
-            if not core:
-                ends.extend((v, p) for p in range(len(value)))
+            if not core:  # a quote opens at the start of a word
+                ends.extend((v, p) for p in range(len(value)) if p == 0 or value[p - 1] == " ")
                 continue
             start = value.find(core)
             while start != -1:
@@ -129,8 +140,10 @@ class QuoteConstraint(LogitsProcessor):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         rows = input_ids.tolist()
         mask = torch.zeros_like(scores, dtype=torch.bool)
+        if self.index.curly_ids:
+            mask[:, self.index.curly_ids] = True
         for row, ids in enumerate(rows):
-            quoted = self.quote_state(ids)
+            quoted = self.quote_state(row, ids)
             if quoted is None:
                 barred = self._barred_openers(row)
                 if barred:
@@ -138,4 +151,35 @@ class QuoteConstraint(LogitsProcessor):
             else:
                 mask[row, :] = True
                 mask[row, self.allowed_inside(row, quoted)] = False
+        return scores.masked_fill(mask, float("-inf"))
+
+
+class ClauseConstraint(LogitsProcessor):
+    """Decoding within a list of texts: per row, ``candidates[row]`` (each true of the
+    pair: em_spark.teacher.rules.explanation_candidates); the student picks, token by
+    token, among the continuations that some candidate allows, and may end only where a
+    candidate ends. ``skip``: decoder positions before the rationale."""
+
+    def __init__(self, tokenizer: Any, candidates: Sequence[Sequence[str]], skip: int):
+        self.skip = skip
+        self.eos_id = tokenizer.eos_token_id
+        self.tries: list[dict] = []
+        for texts in candidates:
+            root: dict = {}
+            # a leading space: the text continues the verdict words, as in training targets
+            for ids in tokenizer([" " + t for t in texts], add_special_tokens=False)["input_ids"]:
+                node = root
+                for token in [*ids, self.eos_id]:
+                    node = node.setdefault(token, {})
+            self.tries.append(root)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        mask = torch.ones_like(scores, dtype=torch.bool)
+        for row, ids in enumerate(input_ids.tolist()):
+            node: dict | None = self.tries[row]
+            for token in ids[self.skip :]:
+                node = node.get(token) if node is not None else None
+            # past the end (a finished row is padded): leave it to generate's own stopping
+            allowed = list(node) if node else [self.eos_id]
+            mask[row, allowed] = False
         return scores.masked_fill(mask, float("-inf"))

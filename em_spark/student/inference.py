@@ -123,16 +123,18 @@ def cpu_has_native_bf16() -> bool:
 
 
 def pick_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
-    """Auto: bf16 on a GPU that has it and on a CPU with bf16 hardware, else fp32.
+    """Auto: bf16 on a GPU that has it, fp32 on a CPU.
 
     On a CPU with AMX, bf16 measured 2.8-3.1x faster verdicts and 1.7-1.9x faster
-    generation than fp32, with p_match within 0.01 (docs/BENCHMARKS.md); elsewhere bf16
-    is emulated and slower, so fp32 stays.
+    generation than fp32 (docs/BENCHMARKS.md), but its p_match depends on how pairs are
+    batched (within 0.01): the score job's batches and a served model's differ, and a pair
+    near the threshold could get two verdicts. fp32 gives one answer everywhere; bf16 on a
+    CPU stays an explicit choice (``score.dtype: bfloat16``).
     """
     if dtype is None:
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-        return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else torch.float32
+        return torch.float32
     if dtype not in _DTYPES:
         raise InputError(f"dtype {dtype!r}: expected one of {sorted(_DTYPES)}")
     return _DTYPES[dtype]
@@ -252,6 +254,7 @@ class StudentPredictor:
         batch_size: int = 64,
         verdict: str | None = None,
         sources: Sequence[Sequence[str]] | None = None,
+        candidates: Sequence[Sequence[str]] | None = None,
     ) -> list[str]:
         """Greedy decoding with the KV cache: "match ..." / "no match ..." per text.
 
@@ -259,28 +262,34 @@ class StudentPredictor:
         words, so the rationale explains a verdict decided elsewhere (at the tuned
         threshold, or by the feature model) instead of arguing with it. ``sources``: per
         text, the values its quotes may come from (the pair's attribute values); with
-        them, decoding cannot quote anything else (:mod:`em_spark.student.constrained`).
+        them, decoding cannot quote anything else; ``candidates``: per text, the texts the
+        rationale must be one of (:mod:`em_spark.student.constrained`).
         No n-gram of ``NO_REPEAT_NGRAM`` tokens is generated twice, so a clause cannot loop.
         """
         prefix = [self.decoder_start_id]
         if verdict is not None:
             words = MATCH_TEXT if verdict == "match" else NO_MATCH_TEXT
             prefix += self.tokenizer(words, add_special_tokens=False)["input_ids"]
-        if sources is not None and len(sources) != len(texts):
-            raise InputError(f"generate: {len(sources)} sources for {len(texts)} texts")
+        for name, given in (("sources", sources), ("candidates", candidates)):
+            if given is not None and len(given) != len(texts):
+                raise InputError(f"generate: {len(given)} {name} for {len(texts)} texts")
         out: list[str] = [""] * len(texts)
         with torch.inference_mode():
             for idx, batch in self._batches(texts, batch_size):
                 batch["decoder_input_ids"] = torch.tensor([prefix] * len(idx), device=self.device)
                 processors = None
-                if sources is not None:
+                if sources is not None or candidates is not None:
                     from transformers import LogitsProcessorList
 
-                    from em_spark.student.constrained import QuoteConstraint
+                    from em_spark.student.constrained import ClauseConstraint, QuoteConstraint
 
-                    processors = LogitsProcessorList(
-                        [QuoteConstraint(self.quote_index, [sources[i] for i in idx], skip=len(prefix))]
-                    )
+                    processors = LogitsProcessorList()
+                    if sources is not None:
+                        processors.append(QuoteConstraint(self.quote_index, [sources[i] for i in idx], len(prefix)))
+                    if candidates is not None:
+                        processors.append(
+                            ClauseConstraint(self.tokenizer, [candidates[i] for i in idx], len(prefix))
+                        )
                 generated = self.model.generate(
                     **batch,
                     max_new_tokens=max_new_tokens,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -19,19 +18,11 @@ from pyspark.sql import functions as F
 
 from em_spark.config import Config
 from em_spark.errors import InputError
-from em_spark.features import FeatureMatcher, fit_prefilter, infer_attributes
-from em_spark.runs import Run
-from em_spark.serialize import serialize_pair, serialize_record
-from em_spark.student.inference import PREFILTER_DIR, save_student
+from em_spark.features import infer_attributes
+from em_spark.match_model import MatchModel
 from em_spark.mlflow_store import MlflowStore
+from em_spark.runs import Run
 from em_spark.student.tracking import log_student
-from em_spark.student.training import (
-    FeatureModelInputs,
-    PairExample,
-    feature_model_inputs,
-    serializer_settings,
-    train_student,
-)
 from em_spark.tables import Lakehouse
 
 log = logging.getLogger(__name__)
@@ -73,21 +64,6 @@ def labeled_pairs(lake: Lakehouse, config: Config) -> DataFrame:
     )
 
 
-def choose_verdict_model(choice: str, student_valid_f1: float, features: FeatureMatcher | None) -> str:
-    """``student`` or ``features``: ``auto`` picks the feature model only when it has a
-    strictly higher validation F1 (both at their own F1-best threshold on the same pairs),
-    so a student that has not learned to discriminate yet does not decide verdicts."""
-    if choice != "auto":
-        return choice
-    if features is not None and features.valid_metrics["f1"] > student_valid_f1:
-        log.info(
-            "train: verdicts by the feature model (valid F1 %.4f > student %.4f); the student writes rationales",
-            features.valid_metrics["f1"], student_valid_f1,
-        )
-        return "features"
-    return "student"
-
-
 def run_train(lake: Lakehouse, config: Config, run: Run) -> None:
     conf = config.train
     lake.require("records", "labels")
@@ -99,44 +75,17 @@ def run_train(lake: Lakehouse, config: Config, run: Run) -> None:
             f"train: need labeled train and valid pairs whose records exist "
             f"(found {len(train_rows)} train, {len(valid_rows)} valid in {lake.ref('labels')})"
         )
-    records = [r["left_attributes"] for r in rows] + [r["right_attributes"] for r in rows]
-    attributes = config.attributes or infer_attributes(records)
-    settings = serializer_settings(conf)
+    attributes = config.attributes or infer_attributes(
+        [r["left_attributes"] for r in rows] + [r["right_attributes"] for r in rows]
+    )
 
     def triples(part: list[dict[str, Any]]) -> list[tuple]:
         return [(r["left_attributes"], r["right_attributes"], int(r["label"])) for r in part]
 
-    # The feature model first: the student's score hints and verdict offsets come from it.
-    features = None
-    if conf.prefilter:
-        features = fit_prefilter(
-            triples(train_rows), triples(valid_rows), attributes,
-            target_recall=conf.prefilter_recall, seed=conf.seed,
-        )
-    train_inputs, valid_inputs = feature_model_inputs(conf, features, triples(train_rows), triples(valid_rows))
-
-    def examples(part: list[dict[str, Any]], inputs: FeatureModelInputs) -> list[PairExample]:
-        return [
-            PairExample(
-                serialize_pair(r["left_attributes"], r["right_attributes"], attributes, settings, hint),
-                int(r["label"]),
-                r["explanation"],
-                offset,
-            )
-            for r, hint, offset in zip(part, inputs.hints, inputs.offsets)
-        ]
-
-    train_ex, valid_ex = examples(train_rows, train_inputs), examples(valid_rows, valid_inputs)
+    explanations = [r["explanation"] for r in train_rows]
     extra_records = [r["attributes"] for r in lake.read("records").select("attributes").limit(TOKENIZER_RECORDS).collect()]
-    corpus = [serialize_record(r, attributes, settings) for r in records + extra_records]
-    corpus += [e.explanation for e in train_ex if e.explanation]
-    with_expl = sum(1 for e in train_ex if e.explanation)
-    run.count("train_pairs", len(train_ex))
-    run.count("valid_pairs", len(valid_ex))
-    run.count("train_positives", sum(e.label for e in train_ex))
-    run.count("explanations_used", with_expl if conf.mode != "label_only" else 0)
     log.info("train: %d train / %d valid pairs, %d with a %s explanation",
-             len(train_ex), len(valid_ex), with_expl, conf.teacher)
+             len(train_rows), len(valid_rows), sum(1 for e in explanations if e), conf.teacher)
 
     import mlflow
 
@@ -144,45 +93,37 @@ def run_train(lake: Lakehouse, config: Config, run: Run) -> None:
     with tempfile.TemporaryDirectory(prefix="em-train-") as work, store.active(), mlflow.start_run(
         experiment_id=store.experiment_id(config.mlflow.experiment), run_name=f"train-{run.run_id[:8]}"
     ) as mlrun:
-        params = conf.model_dump(exclude={"pretrain"})
-        params.update({f"pretrain.{k}": v for k, v in conf.pretrain.model_dump().items()})
-        mlflow.log_params({f"train.{k}": v for k, v in params.items()})
+        mlflow.log_params({f"train.{k}": v for k, v in conf.model_dump().items()})
         mlflow.log_params({
             "em_run_id": run.run_id, "mode_link_or_dedupe": config.mode, "attributes": ",".join(attributes),
-            "train_pairs": len(train_ex), "valid_pairs": len(valid_ex),
+            "train_pairs": len(train_rows), "valid_pairs": len(valid_rows),
         })
-        result = train_student(
-            train_ex, valid_ex, conf, corpus, Path(work) / "base", attributes,
+        model = MatchModel.fit(
+            triples(train_rows), triples(valid_rows), explanations, conf, Path(work) / "base", attributes,
+            corpus_records=extra_records,
             on_validation=lambda metrics, step: mlflow.log_metrics(metrics, step=step),
         )
+        info = model.fit_info
+        result, verdict_by = info["result"], info["verdict_by"]
+        model.student.extra.update({"em_run_id": run.run_id, "mlflow_run_id": mlrun.info.run_id})
         summary = {
             "best_valid_f1": result.valid_f1, "threshold": result.threshold,
             "train_seconds": result.seconds, "steps": float(result.steps),
             "label_only_fallbacks": float(result.label_only_fallbacks),
             "positive_weight": result.positive_weight, "parameters": float(result.parameters),
         }
-        if result.pretrain is not None:
-            summary.update({f"pretrain_{k}": float(v) for k, v in asdict(result.pretrain).items()})
-        if features is not None:
-            summary.update({f"prefilter_{k}": v for k, v in features.valid_metrics.items()})
-            summary["prefilter_threshold"] = features.prefilter_threshold
-        verdict_by = choose_verdict_model(conf.verdict_by, result.valid_f1, features)
-        model_dir = Path(work) / "model"
-        save_student(
-            result.model, result.tokenizer, model_dir, result.threshold, settings, attributes,
-            extra={
-                "mode": conf.mode, "teacher": conf.teacher, "base_model": conf.model,
-                "valid_f1": result.valid_f1, "em_run_id": run.run_id, "mlflow_run_id": mlrun.info.run_id,
-                "verdict_by": verdict_by, "feature_offset": conf.feature_offset,
-            },
-            max_input_tokens=conf.max_input_tokens,
-        )
-        if features is not None:
-            features.save(model_dir / PREFILTER_DIR)
+        if model.feature_model is not None:
+            summary.update({f"feature_model_{k}": v for k, v in model.feature_model.valid_metrics.items()})
+            summary["prefilter_threshold"] = model.feature_model.prefilter_threshold
+        model_dir = model.save(Path(work) / "model")
         mlflow.log_metrics(summary)
         mlflow.set_tag("stopped_by", result.stopped_by)
         mlflow.set_tag("verdict_by", verdict_by)
         uri = log_student(model_dir, config.mlflow.registered_model if conf.register_model else None)
+    run.count("train_pairs", info["train_pairs"])
+    run.count("valid_pairs", info["valid_pairs"])
+    run.count("train_positives", sum(int(r["label"]) for r in train_rows))
+    run.count("explanations_used", info["explanations_used"])
     run.count("steps", result.steps)
     run.count("label_only_fallbacks", result.label_only_fallbacks)
     run.check("model_uri", uri)

@@ -1,13 +1,17 @@
-"""The student as an MLflow model: a pyfunc whose artifact is the saved model folder.
+"""The match model as an MLflow model: a pyfunc whose artifact is the saved model folder.
 
-The folder (``student/`` + optional ``prefilter/``) travels as one pyfunc artifact, so
-``models:/<name>/<version>`` downloads everything scoring needs; ``StudentPredictor.load``
-finds ``student/em_student.json`` inside the download. No pyspark here.
+The folder (``student/`` + optional ``prefilter/``, em_spark.match_model) travels as one
+pyfunc artifact, so ``models:/<name>/<version>`` downloads everything scoring needs.
+``predict`` runs the score job's own per-batch core (em_spark.scoring.batch.score_pairs)
+with the score job's default policy, so a served model (Databricks model serving,
+``mlflow models serve``) answers exactly as the batch job writes ``predictions``:
+p_match, verdict, decided_by, rationale and rationale_by. No pyspark here.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -25,39 +29,60 @@ def _as_record(value: Any) -> dict:
     return json.loads(value) if isinstance(value, str) else dict(value)
 
 
-class StudentPyfunc(mlflow.pyfunc.PythonModel):
+class MatchModelPyfunc(mlflow.pyfunc.PythonModel):
     """``predict`` takes a DataFrame with ``left`` and ``right`` columns (records as dicts
-    or JSON objects; serialized as the model was trained, similarity hints included) or a
-    ``text`` column (pairs already serialized), and returns ``p_match`` and ``verdict``
-    (match when p_match >= the saved threshold)."""
+    or JSON objects) and returns the score job's columns for each pair (``p_match``,
+    ``verdict``, ``rationale``, ``rationale_by``, ``decided_by``, ``status``, ``error``).
+    ``params`` may set any field of the scoring policy (``rationale``, ``threshold``,
+    ``use_prefilter``, ...), as ``score.*`` does for the job."""
 
     def load_context(self, context: Any) -> None:
-        from em_spark.student.inference import StudentPredictor
+        from em_spark.match_model import MatchModel
 
-        self.predictor = StudentPredictor.load(context.artifacts[MODEL_ARTIFACT])
+        self.model = MatchModel.load(context.artifacts[MODEL_ARTIFACT])
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        if {"left", "right"} <= set(model_input.columns):
-            lefts = [_as_record(left) for left in model_input["left"]]
-            rights = [_as_record(right) for right in model_input["right"]]
-            texts = self.predictor.serialize_pairs(lefts, rights)
-        elif "text" in model_input.columns:
-            texts = model_input["text"].astype(str).tolist()
-        else:
+        from em_spark.scoring.batch import ScoringPolicy, score_pairs
+
+        if not {"left", "right"} <= set(model_input.columns):
             raise InputError(
-                f"student model input has columns {list(model_input.columns)}: expected 'left' and "
-                "'right' (records as dicts or JSON) or 'text' (serialized pairs)"
+                f"match model input has columns {list(model_input.columns)}: expected 'left' and "
+                "'right' (records as dicts or JSON objects)"
             )
-        p = self.predictor.p_match(texts)
-        verdict = ["match" if x >= self.predictor.threshold else "no_match" for x in p]
-        return pd.DataFrame({"p_match": p, "verdict": verdict})
+        known = {f.name for f in fields(ScoringPolicy)}
+        unknown = sorted(set(params or {}) - known)
+        if unknown:
+            raise InputError(f"match model params {unknown}: expected some of {sorted(known)}")
+        policy = ScoringPolicy(**(params or {}))
+        lefts = [_as_record(left) for left in model_input["left"]]
+        rights = [_as_record(right) for right in model_input["right"]]
+        return score_pairs(self.model, lefts, rights, policy)
+
+
+def policy_signature() -> Any:
+    """A signature declaring the scoring policy's fields as params (MLflow drops params a
+    signature does not declare), with the score job's defaults; input columns unchecked."""
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types.schema import ParamSchema, ParamSpec
+
+    from em_spark.scoring.batch import ScoringPolicy
+
+    dtypes = {str: "string", float: "double", int: "long", bool: "boolean"}
+    defaults = ScoringPolicy()
+    specs = [
+        ParamSpec(f.name, dtypes[type(getattr(defaults, f.name))], getattr(defaults, f.name))
+        for f in fields(ScoringPolicy)
+        if getattr(defaults, f.name) is not None  # threshold: the model's own unless set
+    ]
+    return ModelSignature(inputs=None, params=ParamSchema(specs))
 
 
 def log_student(model_dir: str | Path, registered_model: str | None) -> str:
     """Log ``model_dir`` as the active run's model; return its URI (registered if named)."""
     info = mlflow.pyfunc.log_model(
         name=MODEL_ARTIFACT,
-        python_model=StudentPyfunc(),
+        python_model=MatchModelPyfunc(),
+        signature=policy_signature(),
         artifacts={MODEL_ARTIFACT: str(model_dir)},
         pip_requirements=PIP_REQUIREMENTS,
         registered_model_name=registered_model,

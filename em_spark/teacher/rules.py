@@ -87,9 +87,14 @@ def identifier_codes(record: Mapping[str, object], names: Sequence[str]) -> dict
     return found
 
 
+_QUOTE_MARKS = str.maketrans({'"': "'", "\u201c": "'", "\u201d": "'"})
+
+
 def _quote(value: str) -> str:
+    """The value's first words in double quotes; quote marks inside become ' (as the
+    rationale checker normalizes them), so a quote never ends early."""
     words = value.split(" ")[:_MAX_QUOTE_WORDS]
-    return '"' + " ".join(words).replace('"', "'") + '"'
+    return '"' + " ".join(words).translate(_QUOTE_MARKS) + '"'
 
 
 def parse_number(value: str) -> float | None:
@@ -159,7 +164,7 @@ def compare_records(
 
 
 def _codes_phrase(codes: Sequence[str]) -> str:
-    return ", ".join(f'"{c}"' for c in codes[:2])
+    return ", ".join(f'"{c.translate(_QUOTE_MARKS)}"' for c in codes[:2])
 
 
 def _sentence(parts: Sequence[str]) -> str:
@@ -221,6 +226,37 @@ def explain_pair(
     elif ev.agree and "share" in ev.agree[0]:
         text += f"; that {ev.agree[0]} is not enough"
     return text + ", so they are different entities."
+
+
+def explanation_candidates(
+    left: Mapping[str, object],
+    right: Mapping[str, object],
+    label: int,
+    order: Sequence[str] | None = None,
+    decided_by: str = "the matcher's score",
+) -> list[str]:
+    """Every explanation of ``label`` in this teacher's phrasing that is true of the pair:
+    :func:`explain_pair`'s own, and each ordered choice of one or two of the pair's
+    comparisons that argue for ``label``, with the conclusion. Decoding restricted
+    to these (em_spark.student.constrained.ClauseConstraint) lets a student choose what to
+    say and never say something false."""
+    ev = compare_records(left, right, order)
+    if label == 1:
+        claims = list(ev.agree)
+        if ev.shared_codes:
+            noun = "identifier" if len(ev.shared_codes) == 1 else "identifiers"
+            claims.insert(0, f"both records carry the {noun} {_codes_phrase(ev.shared_codes)}")
+        ending = ", so they refer to the same entity."
+    else:
+        claims = list(ev.conflict)
+        if ev.left_codes and ev.right_codes:
+            claims.insert(0, f"the identifiers differ ({_codes_phrase(ev.left_codes[:1])} in A vs {_codes_phrase(ev.right_codes[:1])} in B)")
+        ending = ", so they are different entities."
+    out = [explain_pair(left, right, label, order, decided_by)]
+    for first in claims:
+        out.append(_sentence([first]) + ending)
+        out += [_sentence([first, second]) + ending for second in claims if second != first]
+    return list(dict.fromkeys(out))
 
 
 def guess_label(left: Mapping[str, object], right: Mapping[str, object], order: Sequence[str] | None = None) -> int:

@@ -21,7 +21,8 @@ from em_spark.errors import InputError
 from em_spark.faults import checkpoint
 from em_spark.mlflow_store import MLFLOW_SCHEMES, MlflowStore
 from em_spark.runs import Run
-from em_spark.scorer import RESULT_COLUMNS, ScoringModel, ScoringPolicy, feature_schema_check
+from em_spark.match_model import MatchModel, feature_schema_check
+from em_spark.scoring.batch import RESULT_COLUMNS, ScoringPolicy
 from em_spark.tables import Lakehouse
 
 log = logging.getLogger(__name__)
@@ -138,10 +139,10 @@ def run_score(lake: Lakehouse, config: Config, run: Run) -> None:
 def check_feature_schema(lake: Lakehouse, config: Config, model_uri: str, run: Run) -> None:
     """Record (check ``feature_schema``) that the records carry the attributes the model's
     feature model compares, or stop with InputError before anything is written
-    (em_spark.scorer.feature_schema_check). Loads the model on the driver once (a local
+    (em_spark.match_model.feature_schema_check). Loads the model on the driver once (a local
     copy of what the workers load)."""
-    model = ScoringModel.load(model_uri, device="cpu", store=model_store(config))
-    uses = model.feature_model_uses(scoring_policy(config.score))
+    model = MatchModel.load(model_uri, device="cpu", store=model_store(config))
+    uses = model.feature_model_uses(config.score.prefilter)
     sources = ["left"] if config.mode == "dedupe" else ["left", "right"]
     present = {
         row.name
@@ -151,7 +152,7 @@ def check_feature_schema(lake: Lakehouse, config: Config, model_uri: str, run: R
         .distinct()
         .collect()
     }
-    attributes = model.prefilter.attributes if model.prefilter is not None else []
+    attributes = model.feature_model.attributes if model.feature_model is not None else []
     run.check("feature_schema", feature_schema_check(attributes, present, uses))
 
 
