@@ -2,17 +2,16 @@
 score-time fallback to the rules explanation, and decoding that cannot invent a quote
 (em_spark.student.constrained), without Spark.
 
-Known bugs found while writing these tests (most by the property tests) are pinned by ``xfail(strict=True)`` tests at
-the end of this file, each with its minimal example; the property strategies leave out
-exactly those inputs (see ``_outside_known_bugs``) and stay strict for everything else.
-When a bug is fixed, its xfail test passes, fails as XPASS, and the exclusion goes.
+The property tests draw records with curly and straight quotes inside values and
+identifiers, values over 300 characters, clause separators and repeated phrases inside
+values, and attribute names that are the plural of another; the regression tests at the
+end keep one minimal example of each of those inputs that once broke a rationale.
 """
 
 from __future__ import annotations
 
 import csv
 import random
-import re
 
 import pytest
 import torch
@@ -21,11 +20,11 @@ from hypothesis import strategies as st
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from em_spark.rationale import CHECKS, QUOTED, check_rationale, normalize, rationale_failures, stance
-from em_spark.serialize import SerializerSettings, clean_value, serialize_pair, serialize_record
+from em_spark.serialize import SerializerSettings, serialize_pair, serialize_record
 from em_spark.student.constrained import QuoteConstraint, QuoteIndex
 from em_spark.student.inference import StudentPredictor
 from em_spark.student.presets import build_preset, train_tokenizer
-from em_spark.teacher.rules import explain_pair, identifier_codes
+from em_spark.teacher.rules import explain_pair
 from tests.conftest import DEMO_DATA
 
 try:  # where the score-time helpers live moves with the scoring refactor
@@ -258,43 +257,47 @@ def test_record_values_are_what_may_be_quoted():
     assert record_values({"a": " x  y ", "b": None, "c": ""}, {"a": 3, "d": "\n"}) == ["x y", "3"]
 
 
-# A few attribute names, none the plural of another (known bug 4 below).
-NAMES = ["name", "addr", "price", "brand name", "modelno", "title"]
+# Attribute names, some the plural of another ("names" is also the plural of "name").
+NAMES = ["name", "names", "addr", "price", "prices", "brand name", "modelno", "title", "titles"]
 TRICKY_WORDS = [
-    "vs", "and", "the", "is", "identical", "share", "only", "in", "A", "B", "has", "no", "(", ")", "'", '"',
-    "match", "same", "entity", "different", "not", "refer", "to", "12ab34", "12-ab-34", "$10", "10", "10.5",
-    "1,000", "café", "Straße", "İ", "ﬁ", "ü", "x", "\t", "  ", "\n",
+    "vs", "and", "but", "so", "the", "is", "identical", "share", "only", "in", "A", "B", "has", "no", "(", ")",
+    "'", '"', "\u201c", "\u201d", ",", ";", ".", "match", "same", "entity", "different", "not", "refer", "to",
+    "12ab34", "12-ab-34", '15.6"hd', 'ab"12', "32\u201d", "\u201ccafe\u201d", "dsc-w55\u201d", "$10", "10",
+    "10.5", "1,000", "café", "Straße", "İ", "ﬁ", "ü", "x", "\t", "  ", "\n",
 ]
+_QUOTEY = list("ab \"'\u201c\u201d.,;-()$0123456789xé\t\n")
+_PHRASES = st.one_of(
+    st.lists(st.sampled_from(TRICKY_WORDS), min_size=1, max_size=4).map(" ".join),
+    st.sampled_from(["salt and pepper set", "mary mac 's tea room", "224 ponce de leon ave.", 'samsung 32" lcd']),
+)
 VALUES = st.one_of(
     st.none(),
     st.text(max_size=30),  # any unicode, whitespace and straight quotes included
-    st.text(alphabet=st.sampled_from(list("ab \"'.,;-()$0123456789xé\t\n")), max_size=30),
+    st.text(alphabet=st.sampled_from(_QUOTEY), max_size=30),
     st.lists(st.sampled_from(TRICKY_WORDS), max_size=8).map(" ".join),
     st.integers(-(10**6), 10**9).map(str),
     st.floats(allow_nan=False, allow_infinity=False, width=32).map(str),
     st.sampled_from([MARY_A["name"], MARY_B["addr"], FRINGALE["name"], CAMERA_A["title"], CAMERA_B["price"]]),
+    # over 300 characters: one long word (quoted whole), or long words among short ones
+    st.text(alphabet=st.sampled_from(list("ab0-./:\"\u201c\u201d")), min_size=290, max_size=700),
+    st.tuples(st.sampled_from(["http://x.example/", "sku ", ""]), st.text("ab1", min_size=300, max_size=500),
+              st.sampled_from(["", " and more", ' 15.6"hd'])).map("".join),
+    # a phrase said again inside the value
+    st.tuples(_PHRASES, st.integers(2, 4), st.sampled_from([" ", ", ", " and ", "; ", ". "])).map(
+        lambda t: t[2].join([t[0]] * t[1])
+    ),
 )
-
-_CLAUSE_SEPARATOR_IN_VALUE = re.compile(r"[,;.]\s|\s(?:and|but|so)\s", re.I)
-
-
-def _outside_known_bugs(record: dict) -> bool:
-    """False for a record that triggers one of the known bugs pinned at the end of the file."""
-    values = [clean_value(v) for v in record.values()]
-    if any(c in v for v in values for c in "\u201c\u201d"):  # bug 1: a curly quote in a value
-        return False
-    if any('"' in code for code in identifier_codes(record, list(record)).values()):  # bug 2
-        return False
-    # bug 5: a clause separator inside a value (",", ";", "." then a space; and, but, so)
-    return not any(_CLAUSE_SEPARATOR_IN_VALUE.search(v) for v in values)
-
-
-# Values stay under 300 characters (bug 3) by their sizes above.
-RECORDS = st.dictionaries(st.sampled_from(NAMES), VALUES, max_size=5).filter(_outside_known_bugs)
+# Records, with one value often copied to other attributes (title == description).
+RECORDS = st.builds(
+    lambda record, value, names: {**record, **{n: value for n in names}},
+    st.dictionaries(st.sampled_from(NAMES), VALUES, max_size=5),
+    VALUES,
+    st.lists(st.sampled_from(NAMES), max_size=3),
+)
 
 
 @settings(
-    max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow]
+    max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 @given(left=RECORDS, right=RECORDS, label=st.sampled_from([0, 1]))
 def test_property_rules_explanation_always_passes(left, right, label):
@@ -302,6 +305,8 @@ def test_property_rules_explanation_always_passes(left, right, label):
     verdict = "match" if label else "no_match"
     assert rationale_failures(text, verdict, left, right) == [], text
     assert checked_rationale(text, verdict, left, right, None) == (text, "student")
+    # a text the checker rejects falls back to that same rules explanation
+    assert checked_rationale(BAD_TEXTS[0], verdict, left, right, None) == (text, "rules")
 
 
 # --- 3. constrained decoding never quotes what is not in the input ----------------------
@@ -342,6 +347,17 @@ def index(tiny):
     return QuoteIndex(tiny[1])
 
 
+# Product titles with curly quotes in them (32\u201d lcd tv), as a student's corpus may hold.
+CURLY_CORPUS = CORPUS + ["samsung 32\u201d lcd tv \u201ccafe\u201d", "\u201cthe\u201d \u201cmary\u201d st."] * 20
+
+
+@pytest.fixture(scope="module")
+def curly():
+    """A tokenizer with curly-quote tokens, and its index."""
+    tokenizer = train_tokenizer(CURLY_CORPUS, 2000)
+    return tokenizer, QuoteIndex(tokenizer)
+
+
 def _ungrounded(text: str, sources: list[str]) -> list[str]:
     """The closed quoted spans of ``text`` that are in none of ``sources`` (normalized)."""
     values = [normalize(s) for s in sources]
@@ -356,7 +372,7 @@ def _random_walk(tokenizer, index, sources, seed, prefix_words="match", steps=60
     prefix = [tokenizer.pad_token_id] + tokenizer(prefix_words, add_special_tokens=False)["input_ids"]
     constraint = QuoteConstraint(index, [sources], skip=len(prefix))
     bias = torch.zeros(vocab)
-    bias[index.quote_ids] = 6.0
+    bias[index.quote_ids + index.curly_ids] = 6.0  # straight and curly quotes made likely
     bias[tokenizer.eos_token_id] = float("-inf")  # run to the step limit
     gen = torch.Generator().manual_seed(seed)
     ids = list(prefix)
@@ -369,24 +385,32 @@ def _random_walk(tokenizer, index, sources, seed, prefix_words="match", steps=60
     return text, len(QUOTED.findall(text))
 
 
-def test_tokenizer_has_quote_tokens_and_the_walk_can_fail(tiny, index):
+@pytest.mark.parametrize("which", ["tiny", "curly"])
+def test_tokenizer_has_quote_tokens_and_the_walk_can_fail(tiny, index, curly, which):
     """The property below is not vacuous: quote tokens exist, the walk closes quotes, and
     without the constraint the same walk quotes text that is in neither record."""
-    tokenizer = tiny[1]
+    tokenizer, index = (tiny[1], index) if which == "tiny" else curly
     assert len(index.quote_ids) > 20
-    assert not any(c in t for t in index.texts for c in "\u201c\u201d")  # see known bug 6
+    # the preset tokenizer has no curly-quote token; the other has several
+    assert (len(index.curly_ids) >= 2) == (which == "curly")
     sources = record_values(MARY_A, FRINGALE)
     unconstrained = [_random_walk(tokenizer, index, sources, seed, constrained=False) for seed in range(3)]
     assert all(_ungrounded(text, sources) for text, _ in unconstrained)
+    if which == "curly":
+        assert any(c in text for text, _ in unconstrained for c in "\u201c\u201d")
     constrained = [_random_walk(tokenizer, index, sources, seed) for seed in range(3)]
     assert sum(n for _, n in constrained) >= 10
     assert not any(_ungrounded(text, sources) for text, _ in constrained)
+    assert not any(c in text for text, _ in constrained for c in "\u201c\u201d")
 
 
 SOURCE_VALUES = st.one_of(
     st.text(max_size=30),
-    st.text(alphabet=st.sampled_from(list("ab \"'.-0123456789stave")), max_size=30),
+    st.text(alphabet=st.sampled_from(list("ab \"'\u201c\u201d.-0123456789stave")), max_size=30),
     st.sampled_from([r[k] for r in DEMO_A[:40] + DEMO_B[:40] for k in ("name", "addr", "city")]),
+    st.sampled_from(["samsung 32\u201d lcd tv", "\u201ccafe\u201d", 'acer aspire 15.6"hd']),
+    st.text(alphabet=st.sampled_from(list("ab \"\u201c\u201d.-0123456789stave")), min_size=300, max_size=500),
+    st.tuples(_PHRASES, st.integers(2, 4)).map(lambda t: " ".join([t[0]] * t[1])),
 )
 
 
@@ -397,10 +421,13 @@ SOURCE_VALUES = st.one_of(
     sources=st.lists(SOURCE_VALUES, min_size=1, max_size=4),
     seed=st.integers(0, 2**31 - 1),
     prefix=st.sampled_from(["match", "no match"]),
+    which=st.sampled_from(["tiny", "curly"]),
 )
-def test_property_constraint_never_quotes_outside_the_sources(tiny, index, sources, seed, prefix):
-    text, _ = _random_walk(tiny[1], index, sources, seed, prefix)
+def test_property_constraint_never_quotes_outside_the_sources(tiny, index, curly, sources, seed, prefix, which):
+    tokenizer, index = (tiny[1], index) if which == "tiny" else curly
+    text, _ = _random_walk(tokenizer, index, sources, seed, prefix)
     assert _ungrounded(text, sources) == [], (text, sources)
+    assert not any(c in text for c in "\u201c\u201d"), text
 
 
 class _QuoteHappyNoise(LogitsProcessor):
@@ -445,99 +472,91 @@ def test_student_generate_with_sources_quotes_only_the_pair(tiny, index, monkeyp
     assert any(_ungrounded(text, row) for text, row in zip(free, sources))
 
 
-# --- known bugs (1, 2, 4, 5 found by the property tests above, 3 and 6 while writing them);
-# strict: a fix makes its test XPASS, which fails the run until the marker goes ---------
+# --- 4. regressions: one minimal example of each input that once broke a rationale ------
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug 1: rules._quote escapes '\"' but not curly quotes, which QUOTED reads as delimiters",
-)
-def test_known_bug_curly_quote_in_a_value_breaks_the_rules_explanation():
-    left, right = {"title": "samsung 32\u201d lcd tv"}, {"title": "garden hose"}
-    text = explain_pair(left, right, 0, decided_by=MATCHER)
-    # 'The titles have nothing in common ("samsung 32” lcd tv" vs "garden hose"), ...' -> quote: 'vs'
-    assert check_rationale(text, "no_match", left, right).ok, text
-
-
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug 2: rules._codes_phrase quotes identifiers without escaping '\"'",
-)
-def test_known_bug_double_quote_inside_an_identifier():
-    left, right = {"title": 'acer aspire 15.6"hd'}, {"title": "acer aspire as5536"}
-    for label, verdict in [(0, "no_match"), (1, "match")]:
+def _rules_texts_pass(left, right) -> dict[str, str]:
+    """The rules explanation of either label passes the checker on these records, and the
+    score-time fallback gives it in place of a bad text (and keeps it as it is)."""
+    texts = {}
+    for label, verdict in [(1, "match"), (0, "no_match")]:
         text = explain_pair(left, right, label, decided_by=MATCHER)
-        # 'The identifiers differ ("15.6"hd" in A vs "as5536" in B) ...' -> quote: 'in a vs'
-        assert check_rationale(text, verdict, left, right).ok, text
+        assert rationale_failures(text, verdict, left, right) == [], text
+        assert stance(text) == (1 if label else -1), text
+        assert checked_rationale(BAD_TEXTS[0], verdict, left, right, None) == (text, "rules")
+        assert checked_rationale(text, verdict, left, right, None) == (text, "student")
+        texts[verdict] = text
+    return texts
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug 3: QUOTED reads at most 300 characters between quotes; rules quotes 6 words of any length",
-)
-def test_known_bug_a_quote_over_300_characters():
+def test_curly_quote_in_a_value_is_quoted_safely():
+    # once: '("samsung 32” lcd tv" vs "garden hose")', the ” read as a closing quote -> quote: 'vs'
+    left, right = {"title": "samsung 32\u201d lcd tv"}, {"title": "garden hose"}
+    texts = _rules_texts_pass(left, right)
+    assert '"samsung 32\' lcd tv"' in texts["no_match"], texts
+    assert not any(c in text for text in texts.values() for c in "\u201c\u201d"), texts
+
+
+def test_double_quote_inside_an_identifier_is_quoted_safely():
+    # once: '("15.6"hd" in A vs "as5536" in B)' -> quote: 'in a vs'
+    left, right = {"title": 'acer aspire 15.6"hd'}, {"title": "acer aspire as5536"}
+    texts = _rules_texts_pass(left, right)
+    assert all("15.6'hd" in text for text in texts.values()), texts
+
+
+def test_a_quote_over_300_characters_is_read_whole():
+    # once: QUOTED read at most 300 characters between quotes, the rules quote 6 words of any length
     left, right = {"url": "http://x.example/" + "a" * 300}, {"url": "http://y.example/" + "b" * 300}
-    text = explain_pair(left, right, 0, decided_by=MATCHER)
-    assert check_rationale(text, "no_match", left, right).ok, text
+    texts = _rules_texts_pass(left, right)
+    assert normalize(left["url"]) in [normalize(q) for q in QUOTED.findall(texts["no_match"])], texts
+    # a long quote in neither record is still caught
+    text = f'A is "{"c" * 400}", {DIFFERENT}'
+    assert check_rationale(text, "no_match", left, right).check == "quote"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug 4: 'the names' is read as attribute 'names' where both 'name' and 'names' exist",
-)
-def test_known_bug_attribute_named_as_the_plural_of_another():
+def test_attribute_named_as_the_plural_of_another_is_checked_under_either_name():
+    # once: 'The names have nothing in common' was read as attribute "names" (empty) alone
     left, right = {"name": "fringale"}, {"name": "fleur de lys", "names": None}
-    text = explain_pair(left, right, 0, decided_by=MATCHER)
-    # 'The names have nothing in common ("fringale" vs "fleur de lys")' -> claim: not in A's names
-    assert check_rationale(text, "no_match", left, right).ok, text
+    _rules_texts_pass(left, right)
+    both = {"name": "fringale", "names": "fleur de lys"}
+    _rules_texts_pass(both, {"name": "fleur de lys", "names": "fringale"})
+    # a claim false under both readings still fails
+    false = f'The names have nothing in common ("fringale" vs "fringale"), {DIFFERENT}'
+    assert check_rationale(false, "no_match", both, both).check == "claim"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug 5: the repeat check splits clauses inside quoted values",
-)
-def test_known_bug_repeat_check_reads_inside_quotes():
-    # title == description (common in product data), a value with " and " in it
+def test_repeat_check_ignores_repeats_inside_quotes():
+    # title == description (common in product data), a value with " and " in it;
+    # once: the clause 'pepper set" vs "garlic press")' read as repeated
     left = {"title": "salt and pepper set", "description": "salt and pepper set"}
     right = {"title": "garlic press", "description": "garlic press"}
-    text = explain_pair(left, right, 0, decided_by=MATCHER)
-    # -> repeat: the clause 'pepper set" vs "garlic press")' repeats
-    assert check_rationale(text, "no_match", left, right).ok, text
+    _rules_texts_pass(left, right)
+    # a value that repeats itself is data, not a loop
+    loud = {"name": "buy now, buy now, buy now, buy now"}
+    _rules_texts_pass(loud, {"name": "buy now, buy now, buy now, buy later"})
+    # a repeated clause around the quotes still is one
+    looped = f'The name is identical ("mary mac \'s tea room"){LOOP}{LOOP}{LOOP}, {SAME}'
+    assert check_rationale(looped, "match", MARY_A, MARY_B).check == "repeat"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug 6: QuoteConstraint tracks only '\"' while QUOTED also reads curly quotes as delimiters",
-)
-def test_known_bug_constraint_lets_curly_quotes_through():
-    # a student tokenizer whose corpus holds curly quotes (product titles: 32” lcd tv)
-    tokenizer = train_tokenizer(CORPUS[:200] + ["samsung 32\u201d lcd tv \u201ccafe\u201d"] * 20, 2000)
-    index = QuoteIndex(tokenizer)
+def test_constraint_never_emits_curly_quotes(curly):
+    # once: QuoteConstraint tracked only '"', and let ' the “cafe”.' through (cafe is in neither record)
+    tokenizer, index = curly
+    assert index.curly_ids
     sources = record_values(MARY_A, MARY_B)
     prefix = [tokenizer.pad_token_id] + tokenizer("match", add_special_tokens=False)["input_ids"]
     ids = prefix + tokenizer(" the \u201ccafe\u201d.", add_special_tokens=False)["input_ids"]
-    constraint = QuoteConstraint(index, [sources], skip=len(prefix))
-    allowed = all(
-        torch.isfinite(constraint(torch.tensor([ids[:t]]), torch.zeros(1, len(tokenizer)))[0, ids[t]])
-        for t in range(len(prefix), len(ids))
-    )
     text = tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
-    if _ungrounded(text, sources) != ["cafe"]:  # not an AssertionError: this xfail needs it
-        pytest.fail(f"the example should quote 'cafe', in neither record: {text!r}")
-    assert not allowed, f"the constraint allowed {text!r}"
-
-
-def test_known_bug_inputs_are_what_the_property_strategy_leaves_out():
-    """The exclusions in _outside_known_bugs cover the bugs' examples and no more than
-    their triggers (a value with quotes, unicode or long text is still generated)."""
-    assert not _outside_known_bugs({"title": "samsung 32\u201d lcd tv"})
-    assert not _outside_known_bugs({"title": 'acer aspire 15.6"hd'})
-    assert not _outside_known_bugs({"title": "salt and pepper set"})
-    assert _outside_known_bugs({"title": 'samsung 32" lcd tv', "name": "Straße café ﬁ", "x": None})
-    assert _outside_known_bugs({"title": "224 ponce de leon ave."})
+    assert _ungrounded(text, sources) == ["cafe"], text  # what it would have let through
+    constraint = QuoteConstraint(index, [sources], skip=len(prefix))
+    allowed = [
+        bool(torch.isfinite(constraint(torch.tensor([ids[:t]]), torch.zeros(1, len(tokenizer)))[0, ids[t]]))
+        for t in range(len(prefix), len(ids))
+    ]
+    assert not all(allowed), text
+    # curly quotes are barred at every step, inside a straight quote or outside one
+    inside = prefix + tokenizer(' the "mary', add_special_tokens=False)["input_ids"]
+    assert QuoteConstraint(index, [sources], skip=len(prefix)).quote_state(0, inside) == "mary"
+    for ids_so_far in (prefix, ids[: len(prefix) + 1], inside):
+        fresh = QuoteConstraint(index, [sources], skip=len(prefix))
+        scores = fresh(torch.tensor([ids_so_far]), torch.zeros(1, len(tokenizer)))[0]
+        assert torch.isinf(scores[index.curly_ids]).all(), tokenizer.decode(ids_so_far)
