@@ -31,7 +31,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 
 from em_spark.bench.matching import LabeledPair, load_dataset
 from em_spark.features import fit_prefilter
-from em_spark.serialize import clean_value
+from em_spark.values import clean_value
 
 DATASETS = "Structured-Walmart-Amazon,Textual-Abt-Buy,Structured-Amazon-Google,Structured-DBLP-ACM"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"

@@ -26,8 +26,9 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from em_spark.serialize import clean_value, ordered_attributes
+from em_spark.serialize import ordered_attributes
 from em_spark.teacher import rules
+from em_spark.values import clean_value
 
 CHECKS = ("quote", "claim", "verdict", "repeat", "cut")
 

@@ -6,7 +6,7 @@ attribute under a word budget (a cheap, tokenizer-free proxy for tokens), so one
 description cannot crowd out every other attribute.
 
 With ``similarity_hints`` a pair starts with ``SIM title r9 s10 c- n- price r8 s8 c10 n9
-all ...``: a few of the similarity features (em_spark.features) of each aligned attribute
+all ...``: a few of the similarity features (em_spark.similarity) of each aligned attribute
 and of the whole records, in tenths, each word led by its feature's letter. A student
 trained from random weights does not learn to compare two records token by token from a
 few thousand pairs (measured: docs/STUDENT.md); with the hints it reads the comparison and
@@ -15,13 +15,13 @@ learns what it means.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from em_spark.errors import InputError
+from em_spark.similarity import MISSING, feature_names, pair_features
+from em_spark.values import clean_value  # also imported from here (em_spark.match_model)
 
-_SPACE = re.compile(r"\s+")
 HINT_WORD = "SIM"
 
 
@@ -65,13 +65,6 @@ class SerializerSettings:
 
 # Settings of earlier versions, with the value at which they changed nothing.
 _REMOVED: dict[str, object] = {"pair_layout": "sequential", "feature_score_hint": False}
-
-
-def clean_value(value: object) -> str:
-    """A value as one line of text: None -> '', whitespace (newlines too) collapsed."""
-    if value is None:
-        return ""
-    return _SPACE.sub(" ", str(value)).strip()
 
 
 def _fit_budget(word_lists: list[list[str]], budget: int) -> list[list[str]]:
@@ -121,6 +114,39 @@ def serialize_record(
     return " ".join(f"COL {n} VAL {' '.join(w)}".rstrip() for n, w in zip(names, words))
 
 
+# The features (em_spark.similarity) the similarity hints show: per attribute and
+# for the whole record. Chosen by how well a gradient-boosting model on them, in tenths,
+# matches the test pairs of four DeepMatcher sets (docs/STUDENT.md): these 4 + 4 keep
+# most of what all features carry, in a third of the tokens.
+HINT_ATTRIBUTE_FEATURES = {"ratio": "r", "token_set": "s", "code_jaccard": "c", "num_diff": "n"}
+HINT_RECORD_FEATURES = {"token_set": "s", "token_sort": "o", "token_jaccard": "j", "code_jaccard": "c"}
+HINT_LETTERS = sorted({*HINT_ATTRIBUTE_FEATURES.values(), *HINT_RECORD_FEATURES.values()})
+# Every hint word ("r9", "s10", "c-"): one tokenizer piece each (em_spark.student.presets).
+HINT_VOCABULARY = sorted({f"{letter}{v}" for letter in HINT_LETTERS for v in [*map(str, range(11)), "-"]})
+
+
+def similarity_hints(left: Mapping[str, object], right: Mapping[str, object], attributes: Sequence[str]) -> str:
+    """``title r9 s10 c- n- ... all s9 o9 j8 c-``: hint features in tenths (0 = unlike,
+    10 = alike), each word naming its feature by a letter, so that one token says both.
+
+    ``-`` where a side is empty or the feature does not apply; a numeric difference d is
+    shown as the similarity 1 - d.
+    """
+    values = dict(zip(feature_names(attributes), pair_features([left], [right], attributes)[0]))
+
+    def word(name: str, letter: str) -> str:
+        value = float(values[name])
+        if value == MISSING:
+            return f"{letter}-"
+        similarity = 1.0 - min(value, 1.0) if name.endswith(".num_diff") else value
+        return f"{letter}{round(10 * similarity)}"
+
+    parts = []
+    for attr in attributes:
+        parts += [attr] + [word(f"{attr}.{f}", letter) for f, letter in HINT_ATTRIBUTE_FEATURES.items()]
+    return " ".join(parts + ["all"] + [word(f"record.{f}", letter) for f, letter in HINT_RECORD_FEATURES.items()])
+
+
 def serialize_pair(
     left: Mapping[str, object],
     right: Mapping[str, object],
@@ -132,8 +158,6 @@ def serialize_pair(
     # Hints go first so that truncation to the model's input length never cuts them.
     prefix = ""
     if settings.similarity_hints:
-        from em_spark.features import similarity_hints  # features imports this module
-
         prefix = f"{HINT_WORD} {similarity_hints(left, right, names)} "
     return (
         f"{prefix}Entity A: {serialize_record(left, order, settings)} "

@@ -9,16 +9,13 @@ import numpy as np
 import pytest
 
 from em_spark.features import (
-    MAX_CHARS,
-    MISSING,
     FeatureMatcher,
-    feature_names,
     fit_prefilter,
-    pair_features,
     random_cross_pairs,
     threshold_for_f1,
     threshold_for_recall,
 )
+from em_spark.similarity import MAX_CHARS, MISSING, feature_names, pair_features
 from tests.conftest import DEMO_DATA
 
 

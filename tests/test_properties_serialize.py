@@ -9,8 +9,15 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from em_spark.errors import InputError
-from em_spark.features import HINT_ATTRIBUTE_FEATURES, HINT_RECORD_FEATURES, HINT_VOCABULARY
-from em_spark.serialize import SerializerSettings, clean_value, serialize_pair, serialize_record
+from em_spark.serialize import (
+    HINT_ATTRIBUTE_FEATURES,
+    HINT_RECORD_FEATURES,
+    HINT_VOCABULARY,
+    SerializerSettings,
+    serialize_pair,
+    serialize_record,
+)
+from em_spark.values import clean_value
 
 # Attribute names as ingest admits them: any unicode but line breaks (ingest rejects those).
 names = st.text(min_size=1, max_size=12).filter(lambda s: len(s.splitlines()) == 1 and s == s.strip() and s)

@@ -12,10 +12,9 @@ import pandas as pd
 import pytest
 
 from em_spark.config import load_config
-from em_spark.serialize import serialize_pair, serialize_record
+from em_spark.serialize import HINT_VOCABULARY, serialize_pair, serialize_record
 from em_spark.student.inference import StudentPredictor, label_start_ids, parse_verdict, save_student
 from em_spark.errors import InputError
-from em_spark.features import HINT_VOCABULARY
 from em_spark.student.optim import learning_rate_factor
 from em_spark.student.presets import build_preset
 from em_spark.match_model import MatchModel

@@ -24,34 +24,12 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from em_spark.blocking import text
+from em_spark.blocking.prepared import LEFT, RIGHT, Prepared, oriented
 from em_spark.config import BlockConf, KeyCapConf, MinHashConf, SortedNeighbourhoodConf, TokenBlockConf, TopKConf
 from em_spark.errors import ConfigError
 from em_spark.tables import pair_id_col
 
-LEFT, RIGHT = "left", "right"
 MODES = ("link", "dedupe")
-
-
-@dataclass
-class Prepared:
-    """The records to block: ``rec`` has source, rid, attributes, is_new."""
-
-    rec: DataFrame
-    mode: str
-    n_left: int
-    n_right: int
-    involving: bool
-    exclude: list[str]
-
-    @property
-    def n_records(self) -> int:
-        return self.n_left + (self.n_right if self.mode == "link" else 0)
-
-    @property
-    def total_pairs(self) -> int:
-        if self.mode == "link":
-            return self.n_left * self.n_right
-        return self.n_left * (self.n_left - 1) // 2
 
 
 @dataclass
@@ -195,16 +173,6 @@ def _involving_join(a: DataFrame, b: DataFrame, on: str | list[str], prep: Prepa
     return first.unionByName(second)
 
 
-def _oriented(df: DataFrame, prep: Prepared, *rest: str) -> DataFrame:
-    """(rid_l, rid_r) -> (left_id, right_id), plus the ``rest`` columns; dedupe: smaller
-    id left, no self pairs."""
-    if prep.mode == "link":
-        return df.select(F.col("rid_l").alias("left_id"), F.col("rid_r").alias("right_id"), *rest)
-    return df.where(F.col("rid_l") != F.col("rid_r")).select(
-        F.least("rid_l", "rid_r").alias("left_id"), F.greatest("rid_l", "rid_r").alias("right_id"), *rest
-    )
-
-
 # --- key blockers ----------------------------------------------------------------------
 
 
@@ -218,7 +186,7 @@ def _key_pairs(prep: Prepared, keys: DataFrame, cap: KeyCapConf) -> tuple[DataFr
     joined = _involving_join(a, b, "key", prep)
     if prep.mode == "dedupe" and not prep.involving:
         joined = joined.where(F.col("rid_l") < F.col("rid_r"))
-    return _oriented(joined, prep).distinct(), stats
+    return oriented(joined, prep).distinct(), stats
 
 
 def _key_stats(keys: DataFrame, prep: Prepared, limit: int) -> DataFrame:
@@ -307,7 +275,7 @@ def _sorted_neighbourhood(prep: Prepared, conf: SortedNeighbourhoodConf) -> Data
             F.when(left_first, F.col("rid_l")).otherwise(F.col("rid_r")).alias("left_id"),
             F.when(left_first, F.col("rid_r")).otherwise(F.col("rid_l")).alias("right_id"),
         ).distinct()
-    return _oriented(joined, prep).distinct()
+    return oriented(joined, prep).distinct()
 
 
 # --- TF-IDF top-k ----------------------------------------------------------------------
@@ -393,14 +361,14 @@ def _tfidf_topk(prep: Prepared, weights: DataFrame, conf: TopKConf) -> tuple[Dat
         return _involving_topk(scored, prep, conf.k), stats
     if prep.mode == "dedupe":
         scored = scored.where(F.col("rid_l") != F.col("rid_r"))
-        return _found(_oriented(_top(scored, "rid_l", "rid_r", conf.k), prep, "score")), stats
+        return _found(oriented(_top(scored, "rid_l", "rid_r", conf.k), prep, "score")), stats
 
     pairs = _top(scored, "rid_l", "rid_r", conf.k)
     k_back = min(conf.k, conf.k * prep.n_left // max(prep.n_right, 1)) if conf.both_sides else 0
     if k_back >= 1:
         # The same scores seen from the right: each right record's best left records.
         pairs = pairs.unionByName(_top(scored, "rid_r", "rid_l", k_back))
-    return _found(_oriented(pairs, prep, "score")), stats
+    return _found(oriented(pairs, prep, "score")), stats
 
 
 def _involving_topk(scored: DataFrame, prep: Prepared, k: int) -> DataFrame:
@@ -413,10 +381,10 @@ def _involving_topk(scored: DataFrame, prep: Prepared, k: int) -> DataFrame:
     own = scored.where(F.col("is_new_l"))
     if prep.mode == "dedupe":
         own = own.where(F.col("rid_l") != F.col("rid_r"))
-        return _found(_oriented(_top(own, "rid_l", "rid_r", k), prep, "score"))
+        return _found(oriented(_top(own, "rid_l", "rid_r", k), prep, "score"))
     forward = _top(own, "rid_l", "rid_r", k)
     back = _top(scored.where(F.col("is_new_r")), "rid_r", "rid_l", k)
-    return _found(_oriented(forward.unionByName(back), prep, "score"))
+    return _found(oriented(forward.unionByName(back), prep, "score"))
 
 
 def _found(pairs: DataFrame) -> DataFrame:

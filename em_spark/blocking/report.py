@@ -12,7 +12,8 @@ from typing import Any
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from em_spark.blocking.core import BlockingPlan, Prepared
+from em_spark.blocking.core import BlockingPlan
+from em_spark.blocking.prepared import Prepared
 
 TOP_KEYS = 10
 

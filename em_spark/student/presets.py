@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from em_spark.errors import InputError
-from em_spark.features import HINT_LETTERS, HINT_VOCABULARY
+from em_spark.serialize import HINT_LETTERS, HINT_VOCABULARY
 from em_spark.serialize import HINT_WORD
 from em_spark.student.inference import MATCH_TEXT, NO_MATCH_TEXT, label_start_ids
 

@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 
 from rapidfuzz import fuzz
 
-from em_spark.serialize import clean_value, ordered_attributes
+from em_spark.serialize import ordered_attributes
 from em_spark.teacher.base import Completion, TeachRequest
 from em_spark.teacher.prompts import format_answer
+from em_spark.values import clean_value
 
 _SPLIT = re.compile(r"[\s,;()\[\]{}|]+")
 _EDGE = re.compile(r"^[^\w]+|[^\w]+$")
