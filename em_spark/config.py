@@ -379,8 +379,8 @@ class ScoreConf(Section):
     gpu_batch_size: int = Field(default=512, ge=1)
     # auto: the task's GPU resource if it has one, else cpu.
     device: str = "auto"
-    # auto: bfloat16 on a GPU that has it and on a CPU with bf16 hardware (AMX,
-    # AVX512-BF16), else float32 (T5 overflows in float16: opt-in).
+    # auto: bfloat16 on a GPU that has it, else float32 (on a CPU bf16 is faster but its
+    # p_match depends on batching: opt-in; T5 overflows in float16: opt-in).
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     # Candidates per committed chunk (one Delta MERGE each); a crash loses at most one.
     chunk_pairs: int = Field(default=200_000, ge=1)

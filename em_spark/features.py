@@ -61,9 +61,11 @@ def threshold_for_recall(labels: np.ndarray, scores: np.ndarray, target_recall: 
 def threshold_for_f1(labels: np.ndarray, scores: np.ndarray) -> float:
     """The threshold with the best F1 over ``scores >= t`` (0.5 if there is no positive).
 
-    Placed halfway between the weakest score kept and the strongest one left out, not on
-    the weakest kept: on well-separated validation scores that gap is wide, and a cut at
-    its top edge (measured: 0.9997 on Fodors-Zagats) drops test matches scoring a hair lower.
+    Placed halfway between the weakest score kept and the strongest one left out (0 when
+    every pair is kept), never on a score: on well-separated validation scores that gap is
+    wide, and a cut at its top edge (measured: 0.9997 on Fodors-Zagats) drops test matches
+    scoring a hair lower; and a cut on a pair's own score would leave that pair's verdict
+    to float rounding, which differs with how pairs are batched.
     """
     if not (labels == 1).any():
         return 0.5
@@ -75,9 +77,8 @@ def threshold_for_f1(labels: np.ndarray, scores: np.ndarray) -> float:
     last = np.r_[sorted_scores[1:] != sorted_scores[:-1], True]
     f1 = np.where(last, 2 * tp / (tp + fp + tp[-1]), -1.0)
     best = int(np.argmax(f1))
-    if best + 1 == len(sorted_scores):
-        return float(sorted_scores[best])
-    return float((sorted_scores[best] + sorted_scores[best + 1]) / 2)
+    below = sorted_scores[best + 1] if best + 1 < len(sorted_scores) else 0.0
+    return float((sorted_scores[best] + below) / 2)
 
 
 @dataclass

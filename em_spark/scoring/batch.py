@@ -15,9 +15,9 @@ Per pair, in order:
 3. a rationale, only for the pairs the policy names (``none``, ``matches``, ``uncertain``
    = ``|p_match - threshold| <= band``, ``all`` = every pair past the prefilter):
    :meth:`MatchModel.explain` — the student's text, forced to start with the pair's
-   verdict and with its quotes constrained to the pair's values, where it passes the
-   rationale checker, else the rules explanation; ``rationale_by`` says which. Elsewhere
-   null.
+   verdict and decoded within the rules teacher's true explanations of the pair, where it
+   passes the rationale checker, else the rules explanation; ``rationale_by`` says which.
+   Elsewhere null.
 
 A stage that fails for a batch is retried pair by pair, so one bad pair fails alone:
 it gets status ``failed``, verdict ``error``, its error text and ``decided_by`` naming the
