@@ -12,6 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from em_spark import console
 from em_spark.config import Config, load_config
 from em_spark.errors import EmError
 from em_spark.pipeline import PIPELINE, STAGES
@@ -23,6 +24,8 @@ BENCHES = {
 }
 
 log = logging.getLogger("em_spark")
+
+_VERBOSE_HELP = "show everything: Spark's log and stage bars, ivy, library progress bars and warnings"
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -44,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("--quiet", "-q", action="store_true", help="only warnings and errors")
+    parser.add_argument("--verbose", "-v", action="store_true", help=_VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for job in STAGES:
         p = sub.add_parser(job, help=f"run the {job} job")
@@ -86,18 +90,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="benchmarks that write JSON: " + ", ".join(BENCHES))
     p.add_argument("name", choices=sorted(BENCHES))
     p.add_argument("args", nargs=argparse.REMAINDER, help="the benchmark's own arguments")
+    # --verbose after the command too (SUPPRESS: an absent flag keeps the top-level value).
+    for command_parser in sub.choices.values():
+        command_parser.add_argument(
+            "--verbose", "-v", action="store_true", default=argparse.SUPPRESS, help=_VERBOSE_HELP
+        )
     return parser
 
 
-def _setup_logging(quiet: bool) -> None:
-    logging.basicConfig(
-        level=logging.WARNING if quiet else logging.INFO,
-        format="%(asctime)s em-spark %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
+def _setup_logging(args: argparse.Namespace, standalone: bool = False) -> None:
+    """Quiet by default: a line per job and chunk, Spark's and the libraries' output in
+    <lakehouse>/logs or nowhere; --verbose shows all of it (em_spark/console.py)."""
+    console.configure(
+        verbose=bool(getattr(args, "verbose", False)),
+        quiet=args.quiet,
+        # single jobs print their own result line
+        job_lines=args.command not in STAGES,
+        # the em-spark process itself (not main() called from a caller's process)
+        capture_native=standalone,
     )
-    for noisy in ("py4j", "httpx", "urllib3", "mlflow", "alembic", "matplotlib"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -115,6 +126,7 @@ def dispatch(args: argparse.Namespace) -> int:
         run_demo(root=args.root, overrides=args.overrides, config_path=args.config, fast=args.fast)
         return 0
     config = _config(args)
+    console.use_log_dir(config.lakehouse.root)
     if command == "config":
         import yaml
 
@@ -147,7 +159,7 @@ def dispatch(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _setup_logging(args.quiet)
+    _setup_logging(args, standalone=argv is None)
     try:
         code = dispatch(args)
     except EmError as exc:

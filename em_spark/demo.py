@@ -12,6 +12,9 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+from pyspark.sql import functions as F
+
+from em_spark import console
 from em_spark.config import Config, load_config
 from em_spark.pipeline import PIPELINE, run_pipeline
 from em_spark.session import get_spark
@@ -60,6 +63,12 @@ def run_demo(
 ) -> dict[str, Any]:
     root = root or "./lakehouse"
     config = load_config(config_path, overrides, base=demo_base(root, fast))
+    console.use_log_dir(config.lakehouse.root)
+    print(
+        f"em-spark demo: {' -> '.join(PIPELINE)} on the embedded restaurants dataset, "
+        f"tables under {config.lakehouse.root}",
+        flush=True,
+    )
     t0 = time.monotonic()
     spark = get_spark(config.spark)
     lake = Lakehouse.from_config(spark, config)
@@ -83,10 +92,56 @@ def summarize(lake: Lakehouse, config: Config, runs: dict, seconds: float) -> di
         "seconds": round(seconds, 1),
         "tables": tables,
         "metrics": metrics,
+        "samples": sample_matches(lake, config.mode),
         "query": DEMO_QUERY,
         "query_rows": query_rows,
         "mlflow": config.mlflow.tracking_uri,
     }
+
+
+def sample_matches(lake: Lakehouse, mode: str, n: int = 3) -> list[dict[str, Any]]:
+    """``n`` predictions with both records, matches with a rationale first (then other
+    matches, then the rest), from the predictions table joined to records."""
+    if not (lake.exists("predictions") and lake.exists("records")):
+        return []
+    records = lake.read("records")
+    right_source = "left" if mode == "dedupe" else "right"
+
+    def side(source: str, name: str):
+        return records.where(F.col("source") == source).select(
+            F.col("record_id").alias(f"{name}_id"), F.col("attributes").alias(name)
+        )
+
+    rows = (
+        lake.read("predictions")
+        .where(F.col("status") == "ok")
+        .select("pair_id", "left_id", "right_id", "p_match", "verdict", "decided_by", "rationale")
+        .join(side("left", "left"), "left_id")
+        .join(side(right_source, "right"), "right_id")
+        .orderBy(F.col("verdict") != "match", F.col("rationale").isNull(), "pair_id")
+        .limit(n)
+        .collect()
+    )
+    return [
+        {
+            "pair_id": r["pair_id"],
+            "p_match": r["p_match"],
+            "verdict": r["verdict"],
+            "decided_by": r["decided_by"],
+            "rationale": r["rationale"],
+            "left": dict(r["left"] or {}),
+            "right": dict(r["right"] or {}),
+        }
+        for r in rows
+    ]
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _record_line(attributes: dict[str, str | None]) -> str:
+    return " | ".join(_one_line(v) for v in attributes.values() if v) or "(no attributes)"
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -103,6 +158,15 @@ def format_summary(summary: dict[str, Any]) -> str:
         if "report" in m:
             lines.append(f"Review report: {m['report']}")
     lines.append(f"MLflow tracking: {summary['mlflow']}")
+    samples = summary.get("samples") or []
+    if samples:
+        lines += ["", "Sample matches (predictions joined to records):"]
+        for s in samples:
+            p = "n/a" if s["p_match"] is None else f"{s['p_match']:.3f}"
+            lines.append(f"  {s['verdict']}, p_match {p}, decided by {s['decided_by']}")
+            lines.append(f"    left:  {_record_line(s['left'])}")
+            lines.append(f"    right: {_record_line(s['right'])}")
+            lines.append(f"    why:   {_one_line(s['rationale'] or '(no rationale)')}")
     lines += ["", f"SQL> {summary['query']}"]
     rows = summary["query_rows"]
     if rows:

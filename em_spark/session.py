@@ -2,7 +2,14 @@
 otherwise build ``local[*]`` with Delta Lake.
 
 Delta's jars are not on PyPI; ``spark.jars.packages`` resolves the artifact that matches
-the installed ``delta-spark`` package from Maven Central once and caches it in ~/.ivy2.
+the installed ``delta-spark`` package from Maven Central once and caches it in ~/.ivy2.5.2.
+
+Quiet by default (em_spark/console.py): Spark's log at ERROR from the JVM's start (a log4j2
+file passed with ``spark.driver.extraJavaOptions``) and no stage progress bars; in a quiet
+CLI process the JVM's stdout/stderr (ivy's resolution report, log4j) go to a file under
+``<lakehouse root>/logs``, and the console gets one line, "fetching Delta Lake jars (first
+run only)", when the jars are not in the ivy cache yet. ``--verbose`` keeps Spark's own
+output.
 """
 
 from __future__ import annotations
@@ -12,10 +19,12 @@ import os
 import sys
 import warnings
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 import pyspark
 from pyspark.sql import SparkSession
 
+from em_spark import console
 from em_spark.config import SparkConf
 
 log = logging.getLogger(__name__)
@@ -39,12 +48,46 @@ def active_session() -> SparkSession | None:
     return SparkSession.getActiveSession()
 
 
+_LEVELS = ["ALL", "TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF"]
+
+
+def _stricter(level: str, floor: str) -> str:
+    """The stricter of two log4j levels (an unknown one counts as ``floor``)."""
+    rank = {name: i for i, name in enumerate(_LEVELS)}
+    level = level.upper()
+    return level if rank.get(level, -1) > rank[floor] else floor
+
+
+def _java_user_home() -> Path:
+    """The JVM's ``user.home``: the account's home directory, whatever $HOME says."""
+    try:
+        import pwd
+
+        return Path(pwd.getpwuid(os.getuid()).pw_dir)
+    except (ImportError, KeyError, AttributeError):
+        return Path.home()
+
+
+def ivy_jar_path(coordinates: str, ivy_dir: str | None = None) -> Path:
+    """Where spark.jars.packages retrieves ``group:artifact:version`` (Spark 4's ivy layout:
+    ``spark.jars.ivy``, else ``~/.ivy2.5.2``)."""
+    group, artifact, rev = coordinates.split(":")[:3]
+    base = Path(ivy_dir).expanduser() if ivy_dir else _java_user_home() / ".ivy2.5.2"
+    return base / "jars" / f"{group}_{artifact}-{rev}.jar"
+
+
+def jars_cached(packages: list[str], ivy_dir: str | None = None) -> bool:
+    coords = [c.strip() for p in packages for c in p.split(",") if c.count(":") >= 2]
+    return all(ivy_jar_path(c, ivy_dir).is_file() for c in coords)
+
+
 def get_spark(conf: SparkConf | None = None) -> SparkSession:
     """Return the active session if there is one, else build a local Delta-enabled one."""
     existing = active_session()
     if existing is not None:
         return existing
     conf = conf or SparkConf()
+    verbose = console.verbose()
     # Workers must run this interpreter, or they start a Python without our packages.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
@@ -60,16 +103,46 @@ def get_spark(conf: SparkConf | None = None) -> SparkSession:
     if extra:
         packages.append(extra)
     builder = builder.config("spark.jars.packages", ",".join(packages))
-    for key, value in conf.conf.items():
-        if key != "spark.jars.packages":
-            builder = builder.config(key, value)
+    # A JVM starts here unless this is a client of a remote Spark Connect server.
+    starts_jvm = not (conf.remote or "").startswith("sc://")
+    settings = {k: v for k, v in conf.conf.items() if k != "spark.jars.packages"}
+    log_level = conf.log_level
+    if not verbose:
+        log_level = _stricter(conf.log_level, "ERROR")
+        settings["spark.ui.showConsoleProgress"] = "false"
+        if starts_jvm and "log4j2.configurationFile" not in settings.get("spark.driver.extraJavaOptions", ""):
+            props = console.log4j_properties(log_level)
+            java_opts = settings.get("spark.driver.extraJavaOptions", "")
+            settings["spark.driver.extraJavaOptions"] = (
+                f"{java_opts} -Dlog4j2.configurationFile={props.as_uri()}".strip()
+            )
+        console.quiet_libraries()
+    for key, value in settings.items():
+        builder = builder.config(key, value)
     log.info("starting Spark (%s) with %s", conf.remote or conf.master, packages[0])
-    if conf.remote:
-        # A local Connect server takes these settings at start; the client then re-sends
-        # them and Spark warns that static ones can't change. The warnings are harmless.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            return builder.getOrCreate()
-    spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel(conf.log_level)
+    if starts_jvm and not jars_cached(packages, settings.get("spark.jars.ivy")):
+        console.say("fetching Delta Lake jars (first run only)")
+    # A quiet CLI process sends the JVM's own output to a log file (the JVM keeps it): the
+    # process's own (its fds 1 and 2 point there already), or one for the JVM alone.
+    jvm_log = redirect = None
+    if starts_jvm and not verbose:
+        jvm_log = console.captured_log()
+        if jvm_log is None:
+            jvm_log = redirect = console.new_log_file("spark")
+    try:
+        with console.fds_to_file(redirect):
+            if conf.remote:
+                # A local Connect server takes these settings at start; the client then
+                # re-sends them and Spark warns that static ones can't change. The warnings
+                # are harmless.
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)
+                    return builder.getOrCreate()
+            spark = builder.getOrCreate()
+    except Exception as exc:
+        if jvm_log is None:
+            raise
+        reason = console.last_error_line(jvm_log) or f"{type(exc).__name__}: {exc}".splitlines()[0]
+        raise RuntimeError(f"Spark did not start: {reason} (log: {jvm_log})") from exc
+    spark.sparkContext.setLogLevel(log_level)
     return spark
