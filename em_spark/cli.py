@@ -21,6 +21,7 @@ BENCHES = {
     "blocking": "em_spark.bench.blocking",
     "matching": "em_spark.bench.matching",
     "scoring": "em_spark.bench.scoring",
+    "rationales": "em_spark.bench.rationales",
 }
 
 log = logging.getLogger("em_spark")

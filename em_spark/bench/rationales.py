@@ -157,6 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = load_config(overrides=[f"train.{o}" for o in args.overrides])
     max_new_tokens = args.max_new_tokens or config.score.max_new_tokens
     reports = []
+    load_before = os.getloadavg()[0]
     for name in args.data:
         report = bench_dataset(dataset_folder(name), config.train, args.limit_test, max_new_tokens)
         reports.append(report)
@@ -172,7 +173,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = {
         "command": "em-spark bench rationales " + " ".join(argv if argv is not None else []),
         "date": time.strftime("%Y-%m-%d"),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        # Training runs on a wall-clock budget: other work on the machine means fewer steps.
+        "machine": {
+            "cpus": os.cpu_count(), "platform": platform.platform(),
+            "load_average_1m": {"start": load_before, "end": os.getloadavg()[0]},
+        },
         "max_new_tokens": max_new_tokens,
         "train": config.train.model_dump(),
         "sets": reports,
