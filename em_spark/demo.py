@@ -115,7 +115,7 @@ def sample_matches(lake: Lakehouse, mode: str, n: int = 3) -> list[dict[str, Any
     rows = (
         lake.read("predictions")
         .where(F.col("status") == "ok")
-        .select("pair_id", "left_id", "right_id", "p_match", "verdict", "decided_by", "rationale")
+        .select("pair_id", "left_id", "right_id", "p_match", "verdict", "decided_by", "rationale", "rationale_by")
         .join(side("left", "left"), "left_id")
         .join(side(right_source, "right"), "right_id")
         .orderBy(F.col("verdict") != "match", F.col("rationale").isNull(), "pair_id")
@@ -129,6 +129,7 @@ def sample_matches(lake: Lakehouse, mode: str, n: int = 3) -> list[dict[str, Any
             "verdict": r["verdict"],
             "decided_by": r["decided_by"],
             "rationale": r["rationale"],
+            "rationale_by": r["rationale_by"],
             "left": dict(r["left"] or {}),
             "right": dict(r["right"] or {}),
         }
@@ -166,7 +167,8 @@ def format_summary(summary: dict[str, Any]) -> str:
             lines.append(f"  {s['verdict']}, p_match {p}, decided by {s['decided_by']}")
             lines.append(f"    left:  {_record_line(s['left'])}")
             lines.append(f"    right: {_record_line(s['right'])}")
-            lines.append(f"    why:   {_one_line(s['rationale'] or '(no rationale)')}")
+            by = f" (by the {s['rationale_by']})" if s["rationale_by"] else ""
+            lines.append(f"    why{by}: {_one_line(s['rationale'] or '(no rationale)')}")
     lines += ["", f"SQL> {summary['query']}"]
     rows = summary["query_rows"]
     if rows:
