@@ -57,18 +57,13 @@ def chosen_threshold(config: Config, model_uris: list[str]) -> tuple[float, str]
         return float(config.score.threshold), "score.threshold"
     if len(model_uris) == 1:
         try:
+            from em_spark.match_model import MatchModel
             from em_spark.mlflow_store import MlflowStore
-            from em_spark.student.inference import META_FILE, PREFILTER_DIR, find_student_dir, resolve_model_dir
 
             store = MlflowStore.of(config.mlflow.tracking_uri, config.mlflow.registry_uri)
-            student_dir = find_student_dir(resolve_model_dir(model_uris[0], store))
-            meta = json.loads((student_dir / META_FILE).read_text(encoding="utf-8"))
-            if (meta.get("extra") or {}).get("verdict_by") == "features":
-                from em_spark.features import FeatureMatcher
-
-                features = FeatureMatcher.load(student_dir.parent / PREFILTER_DIR)
-                return features.f1_threshold, f"{model_uris[0]} (feature model)"
-            return float(meta["threshold"]), model_uris[0]
+            model = MatchModel.load(model_uris[0], device="cpu", store=store)
+            where = f"{model_uris[0]} (feature model)" if model.verdict_by == "features" else model_uris[0]
+            return model.threshold, where
         except Exception as exc:  # noqa: BLE001 - the report still stands; say why
             log.warning("evaluate: threshold of %s not readable (%s); reporting 0.5", model_uris[0], exc)
     return 0.5, "default"

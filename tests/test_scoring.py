@@ -137,6 +137,21 @@ def test_feature_model_gives_verdicts_when_the_train_job_chose_it(scoring_model)
     assert MatchModel(student, None, model.uri).verdict_by == "student"
 
 
+def test_match_model_save_load_round_trip(scoring_model, tmp_path):
+    lefts, rights, _ = _pairs(20)
+    again = MatchModel.load(str(scoring_model.save(tmp_path / "copy")), device="cpu")
+    assert (again.threshold, again.verdict_by) == (scoring_model.threshold, scoring_model.verdict_by)
+    assert again.feature_model is not None and again.feature_model.attributes == scoring_model.feature_model.attributes
+    p, by = scoring_model.predict_proba(lefts, rights)
+    p2, by2 = again.predict_proba(lefts, rights)
+    np.testing.assert_allclose(p2, p, atol=1e-6)
+    assert by2 == by and again.predict(lefts, rights) == scoring_model.predict(lefts, rights)
+    verdicts = ["match", "no_match"] * 10
+    assert again.explain(lefts, rights, verdicts, max_new_tokens=24) == scoring_model.explain(
+        lefts, rights, verdicts, max_new_tokens=24
+    )
+
+
 def test_verdict_model_choice():
     features = type("Features", (), {"valid_metrics": {"f1": 0.8}})()
     assert choose_verdict_model("auto", 0.3, features) == "features"

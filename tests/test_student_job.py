@@ -99,11 +99,14 @@ def test_train_job_logs_registers_and_loads_by_uri(spark, lake_root, tmp_path):
     # The registered model answers as the score job writes predictions, pair for pair.
     run_job("block", config, lake)
     run_job("score", config, lake)
-    records = {r.record_id: dict(r.attributes) for r in lake.read("records").collect()}
+    records = {(r.source, r.record_id): dict(r.attributes) for r in lake.read("records").collect()}
     scored = lake.read("predictions").orderBy("pair_id").limit(400).toPandas()
     pyfunc = mlflow.pyfunc.load_model(uri)
     served = pyfunc.predict(
-        pd.DataFrame({"left": [records[i] for i in scored["left_id"]], "right": [json.dumps(records[i]) for i in scored["right_id"]]}),
+        pd.DataFrame({
+            "left": [records[("left", i)] for i in scored["left_id"]],
+            "right": [json.dumps(records[("right", i)]) for i in scored["right_id"]],
+        }),
         params={"rationale": "all", "max_new_tokens": 24},
     )
     assert len(served) == len(scored) and (scored["decided_by"] != "prefilter").any()
