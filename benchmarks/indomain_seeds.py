@@ -1,8 +1,8 @@
-"""In domain over several seeds: the offline tiny student vs the similarity-feature baseline.
+"""In domain over several seeds: the offline tiny student vs the feature model (the baseline).
 
 For each dataset and seed, ``em-spark bench matching`` trains the student (tiny preset,
 explained, a fixed budget, the default recipe with similarity hints) and the feature
-baseline with the same seed, each on the train split (valid: early stopping and
+model with the same seed, each on the train split (valid: early stopping and
 threshold), and scores the test split. One seed moves test F1 by about a point on these sets (a threshold chosen on 100-200
 valid matches), so the target "at or above the baseline" is judged on the mean over seeds.
 Every run's JSON lands in ``--out-dir`` (finished runs are kept: the script resumes);

@@ -3,7 +3,7 @@
 Each row trains on one dataset (train + valid: early stopping and threshold) and tests on
 another dataset's test split, once per mode (label_only = BL, explained = EA, and the
 ablations shuffled / truncated with ``--modes``), through ``em-spark bench matching``;
-``--with-features`` adds the similarity-feature baseline, trained and tested the same way,
+``--with-features`` adds the feature model, trained and tested the same way,
 ``--set KEY=VALUE`` passes a ``train.*`` setting to every student run (e.g.
 ``--set verdict_loss_weight=2``), and ``--max-epochs`` bounds training by epochs as well
 as by the wall-clock ``--budget-minutes``.
@@ -46,7 +46,7 @@ ROWS = [
 ]
 MODES = ["label_only", "explained"]
 ABLATIONS = ["shuffled", "truncated"]
-FEATURES = "features"  # the similarity-feature baseline's column (--with-features)
+FEATURES = "features"  # the feature model's column (--with-features)
 START, END = "<!-- ood-table:start -->", "<!-- ood-table:end -->"
 
 
@@ -267,7 +267,7 @@ def main() -> int:
         "--modes", nargs="+", choices=MODES + ABLATIONS, default=MODES,
         help="the modes to run or tabulate (default: BL and EA; the ablations are shuffled and truncated)",
     )
-    p.add_argument("--with-features", action="store_true", help="also run the similarity-feature baseline per row")
+    p.add_argument("--with-features", action="store_true", help="also run the feature model per row")
     p.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="a train.* setting for every student run, e.g. --set verdict_loss_weight=2 (repeatable)",

@@ -1,13 +1,13 @@
-"""Prefilter benchmark: what the similarity-feature prefilter passes on candidate-like pairs.
+"""Prefilter benchmark: what the feature model's prefilter passes on candidate-like pairs.
 
-The prefilter (em_spark.features.fit_prefilter) is trained on labeled pairs, whose
+The feature model (em_spark.features.fit_prefilter) is trained on labeled pairs, whose
 non-matches are the hard ones a blocker once kept. Candidates scored in production are
 mostly easier. This script fits it with and without random cross pairs of the training
 records as extra non-matches (``random_negatives`` 1 and 0: the baseline, same run, same
 seeds) and reports, on each dataset's test split:
 
-- ``f1``: the feature matcher's test F1 at its validation-F1 threshold (the ``features``
-  baseline matcher);
+- ``f1``: the feature model's test F1 at its validation-F1 threshold (its ``features``
+  verdicts);
 - ``test_recall``: the share of test matches at or above the prefilter threshold;
 - pass rates (the share sent on to the student) of the labeled test non-matches, of random
   cross pairs of test records, and of blocker-style non-matches: each test left record's
@@ -71,19 +71,19 @@ def measure(folder: Path, seeds: list[int]) -> dict:
     for seed in seeds:
         for ratio in (1.0, 0.0):
             t0 = time.monotonic()
-            matcher = fit_prefilter(triples["train"], triples["valid"], seed=seed, random_negatives=ratio)
+            feature_model = fit_prefilter(triples["train"], triples["valid"], seed=seed, random_negatives=ratio)
             fit_seconds = time.monotonic() - t0
-            p = matcher.predict_proba([q.left for q in test], [q.right for q in test])
-            predicted = p >= matcher.f1_threshold
-            passed = matcher.passes_prefilter([q.left for q in test], [q.right for q in test])
+            p = feature_model.predict_proba([q.left for q in test], [q.right for q in test])
+            predicted = p >= feature_model.f1_threshold
+            passed = feature_model.passes_prefilter([q.left for q in test], [q.right for q in test])
             runs[f"random_negatives_{ratio:.0f}"].append({
                 "seed": seed,
                 "f1": float(2 * (predicted & (y == 1)).sum() / (predicted.sum() + y.sum())),
                 "test_recall": float(passed[y == 1].mean()),
                 "pass_labeled_non_matches": float(passed[y == 0].mean()),
-                "pass_random_pairs": float(np.mean(matcher.passes_prefilter(random_l, random_r))),
-                "pass_blocked_non_matches": float(np.mean(matcher.passes_prefilter(blocked_l, blocked_r))),
-                "prefilter_threshold": matcher.prefilter_threshold,
+                "pass_random_pairs": float(np.mean(feature_model.passes_prefilter(random_l, random_r))),
+                "pass_blocked_non_matches": float(np.mean(feature_model.passes_prefilter(blocked_l, blocked_r))),
+                "prefilter_threshold": feature_model.prefilter_threshold,
                 "fit_seconds": fit_seconds,
             })
     summary = {

@@ -342,11 +342,12 @@ class TrainConf(Section):
     # times faster than 2 contended ones (measured: docs/STUDENT.md).
     threads: int | None = Field(default=None, ge=1)
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on a GPU that has it
-    # Fit the similarity-feature prefilter and ship it with the model (<model>/prefilter/).
+    # Fit the feature model (em_spark.features: the scoring prefilter, and a candidate verdict
+    # model) and ship it with the model (<model>/prefilter/).
     prefilter: bool = True
     prefilter_recall: float = Field(default=0.99, gt=0, le=1)
     # Which model gives the verdicts past the prefilter: auto = whichever of the student and
-    # the similarity-feature model has the higher validation F1 (the student still writes
+    # the feature model has the higher validation F1 (the student still writes
     # every rationale). Recorded in the model's metadata and in MLflow.
     verdict_by: Literal["auto", "student", "features"] = "auto"
     register_model: bool = True
@@ -366,7 +367,7 @@ class ScoreConf(Section):
     model_uri: str | None = None
     # Verdict threshold on p_match; None: the threshold saved with the model.
     threshold: float | None = Field(default=None, ge=0, le=1)
-    # Let the similarity-feature prefilter shipped with the model settle obvious non-matches
+    # Let the feature model's prefilter (shipped with the model) settle obvious non-matches
     # (records of another schema are refused while it is on: docs/SCORING.md).
     prefilter: bool = True
     # Which student-scored pairs get a generated rationale (the rest: null). uncertain =

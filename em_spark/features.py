@@ -1,18 +1,18 @@
-"""The feature matcher: the scoring prefilter and the ``features`` baseline matcher
-(pure Python: rapidfuzz + scikit-learn, no pyspark, no torch).
+"""The feature model: gradient boosting on similarity features, for the scoring prefilter
+and the ``features`` verdicts (pure Python: rapidfuzz + scikit-learn, no pyspark, no torch).
 
 Its features are the similarity features of a pair (em_spark.similarity: per aligned
 attribute and over the whole record text, :data:`~em_spark.similarity.MISSING` where a
 side is empty or a feature does not apply).
 
 Two scikit-learn ``HistGradientBoostingClassifier`` models (fast on many rows) on the same
-features, with class weights that balance the labeled pairs: the matcher, fitted on the
-labeled pairs, and the prefilter, fitted on them plus random cross pairs of their records
-as easy non-matches (:func:`random_cross_pairs`). Two thresholds are chosen on the
+features, with class weights that balance the labeled pairs: the match classifier, fitted
+on the labeled pairs, and the prefilter classifier, fitted on them plus random cross pairs of
+their records as easy non-matches (:func:`random_cross_pairs`). Two thresholds are chosen on the
 validation pairs: ``prefilter_threshold`` on the prefilter's score, the highest threshold
 that still keeps recall >= the target on validation and out-of-fold training scores,
 capped at 0.5 (pairs below it are settled as non-matches without the student), and
-``f1_threshold`` on the matcher's, the best validation F1 (the baseline matcher's decision).
+``f1_threshold`` on the match classifier's, the best validation F1 (the ``features`` verdicts).
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ from threadpoolctl import threadpool_limits
 
 from em_spark.similarity import feature_names, pair_features
 
-FORMAT_VERSION = 2  # 2: a separate prefilter model
+FORMAT_VERSION = 2  # 2: a separate prefilter classifier
+# On-disk names stay as first saved (feature_matcher.json, from when the class was
+# FeatureMatcher) so that saved models still load.
 _META = "feature_matcher.json"
 _MODEL = "model.joblib"
 _PREFILTER_MODEL = "prefilter_model.joblib"
@@ -82,10 +84,10 @@ def threshold_for_f1(labels: np.ndarray, scores: np.ndarray) -> float:
 
 
 @dataclass
-class FeatureMatcher:
+class FeatureModel:
     """Similarity features + gradient boosting, with two thresholds chosen on validation.
 
-    ``model`` gives the matcher's P(match) (the ``features`` verdicts, at ``f1_threshold``);
+    ``model`` gives the feature model's P(match) (the ``features`` verdicts, at ``f1_threshold``);
     ``prefilter_model``, fitted with easy random non-matches too, gives the prefilter's
     score (pairs below ``prefilter_threshold`` are settled as non-matches).
     """
@@ -101,13 +103,13 @@ class FeatureMatcher:
     def predict_proba(
         self, lefts: Sequence[Mapping[str, object]], rights: Sequence[Mapping[str, object]]
     ) -> np.ndarray:
-        """The matcher's P(match) per pair, shape (n,)."""
+        """The feature model's P(match) per pair, shape (n,)."""
         return self.scores(lefts, rights)[0]
 
     def scores(
         self, lefts: Sequence[Mapping[str, object]], rights: Sequence[Mapping[str, object]]
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(the matcher's P(match), the prefilter's score) per pair, from one feature pass."""
+        """(the feature model's P(match), its prefilter score) per pair, from one feature pass."""
         if len(lefts) == 0:
             return np.empty(0, dtype=np.float64), np.empty(0, dtype=np.float64)
         features = pair_features(lefts, rights, self.attributes)
@@ -138,11 +140,11 @@ class FeatureMatcher:
         return out
 
     @classmethod
-    def load(cls, directory: str | Path) -> "FeatureMatcher":
+    def load(cls, directory: str | Path) -> "FeatureModel":
         path = Path(directory)
         meta_path = path / _META
         if not meta_path.is_file():
-            raise FileNotFoundError(f"{path}: no {_META} (not a saved FeatureMatcher)")
+            raise FileNotFoundError(f"{path}: no {_META} (not a saved FeatureModel)")
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         if meta.get("format_version") != FORMAT_VERSION:
             raise ValueError(
@@ -187,8 +189,8 @@ def fit_prefilter(
     max_iter: int = 300,
     max_prefilter_threshold: float = 0.5,
     random_negatives: float = 1.0,
-) -> FeatureMatcher:
-    """Fit the feature matcher on labeled pairs and choose its thresholds on validation.
+) -> FeatureModel:
+    """Fit the feature model on labeled pairs and choose its thresholds on validation.
 
     ``train_pairs`` / ``valid_pairs``: sequences of ``(left, right, label)`` with ``left``
     and ``right`` mappings from attribute name to value and ``label`` 0 or 1.
@@ -212,8 +214,8 @@ def fit_prefilter(
     prefilter_w = np.r_[labeled_w, np.full(len(rl), labeled_w[ty == 0][0])]
     with _one_thread():
         # Two models on the same features, each fitted to the pairs it decides on: the
-        # matcher's verdicts fall on pairs like the labeled ones, while the prefilter sees
-        # candidates, mostly easy; fitted on both, the matcher lost ~2 F1 on Walmart-Amazon.
+        # match classifier's verdicts fall on pairs like the labeled ones, while the prefilter sees
+        # candidates, mostly easy; fitted on both, the match classifier lost ~2 F1 on Walmart-Amazon.
         model = _classifier(len(ty), seed, max_iter).fit(labeled_x, ty, sample_weight=labeled_w)
         prefilter_model = _classifier(len(prefilter_y), seed, max_iter).fit(prefilter_x, prefilter_y, sample_weight=prefilter_w)
         valid_scores = model.predict_proba(valid_x)[:, 1]
@@ -244,7 +246,7 @@ def fit_prefilter(
         "prefilter_pass_rate": float(kept.mean()),
         "f1": _f1(vy, valid_scores >= best),
     }
-    return FeatureMatcher(
+    return FeatureModel(
         attributes=attrs,
         model=model,
         prefilter_model=prefilter_model,

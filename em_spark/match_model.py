@@ -3,7 +3,7 @@
 It owns what makes a verdict and its reason, so the train job, the score job's UDF,
 ``bench``, ``evaluate`` and the MLflow pyfunc cannot disagree:
 
-- the **feature model** (em_spark.features.FeatureMatcher, gradient-boosted similarity
+- the **feature model** (em_spark.features.FeatureModel, gradient-boosted similarity
   features), fitted first; it is the prefilter (pairs below its prefilter threshold are
   ``no_match`` without the student) and, when it validated strictly better than the
   student, the verdict maker (``verdict_by = features``);
@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from em_spark.errors import InputError
-from em_spark.features import FeatureMatcher, fit_prefilter
+from em_spark.features import FeatureModel, fit_prefilter
 from em_spark.mlflow_store import MlflowStore
 from em_spark.rationale import check_rationale
 from em_spark.serialize import clean_value, serialize_pair, serialize_record
@@ -63,16 +63,16 @@ def checked_rationale(
     return explain_pair(left, right, label, order, decided_by="the matcher's score"), "rules"
 
 
-def choose_verdict_model(choice: str, student_valid_f1: float, features: FeatureMatcher | None) -> str:
+def choose_verdict_model(choice: str, student_valid_f1: float, feature_model: FeatureModel | None) -> str:
     """``student`` or ``features``: ``auto`` picks the feature model only when it has a
     strictly higher validation F1 (both at their own F1-best threshold on the same pairs),
     so a student that has not learned to discriminate yet does not decide verdicts."""
     if choice != "auto":
         return choice
-    if features is not None and features.valid_metrics["f1"] > student_valid_f1:
+    if feature_model is not None and feature_model.valid_metrics["f1"] > student_valid_f1:
         log.info(
             "train: verdicts by the feature model (valid F1 %.4f > student %.4f); the student writes rationales",
-            features.valid_metrics["f1"], student_valid_f1,
+            feature_model.valid_metrics["f1"], student_valid_f1,
         )
         return "features"
     return "student"
@@ -81,7 +81,7 @@ def choose_verdict_model(choice: str, student_valid_f1: float, features: Feature
 class MatchModel:
     """A student and, when one was fitted with it, its feature model."""
 
-    def __init__(self, student: StudentPredictor, feature_model: FeatureMatcher | None, uri: str = ""):
+    def __init__(self, student: StudentPredictor, feature_model: FeatureModel | None, uri: str = ""):
         self.student = student
         self.feature_model = feature_model
         self.uri = uri
@@ -111,9 +111,9 @@ class MatchModel:
             raise InputError(f"fit: {len(explanations)} explanations for {len(train)} train pairs")
         t0 = time.monotonic()
         order = list(attributes) if attributes is not None else None
-        features = None
+        feature_model = None
         if conf.prefilter:
-            features = fit_prefilter(
+            feature_model = fit_prefilter(
                 train, valid, order, target_recall=conf.prefilter_recall, seed=conf.seed
             )
         settings = serializer_settings(conf)
@@ -124,7 +124,7 @@ class MatchModel:
         records = [rec for l, r, _ in (*train, *valid) for rec in (l, r)] + list(corpus_records)
         corpus = [serialize_record(r, order, settings) for r in records] + [e for e in explanations if e]
         result = train_student(train_ex, valid_ex, conf, corpus, work_dir, order, on_validation=on_validation)
-        verdict_by = choose_verdict_model(conf.verdict_by, result.valid_f1, features)
+        verdict_by = choose_verdict_model(conf.verdict_by, result.valid_f1, feature_model)
         student = StudentPredictor(
             result.model, result.tokenizer, result.threshold, settings, order, conf.max_input_tokens,
             extra={
@@ -132,7 +132,7 @@ class MatchModel:
                 "valid_f1": result.valid_f1, "verdict_by": verdict_by,
             },
         )
-        model = cls(student, features)
+        model = cls(student, feature_model)
         model.fit_info = {
             "result": result,
             "verdict_by": verdict_by,
@@ -144,7 +144,7 @@ class MatchModel:
         return model
 
     def save(self, folder: str | Path) -> Path:
-        """Write the model folder (``student/`` and ``features/``); return it."""
+        """Write the model folder (``student/`` and, with a feature model, ``prefilter/``); return it."""
         root = Path(folder)
         s = self.student
         save_student(s.model, s.tokenizer, root, s.threshold, s.settings, s.attributes, s.extra, s.max_input_tokens)
@@ -159,8 +159,8 @@ class MatchModel:
         """``uri``: a model folder or an MLflow URI in ``store``."""
         student = StudentPredictor.load(uri, device=device, dtype=dtype, store=store)
         path = student.prefilter_path
-        features = FeatureMatcher.load(path) if path is not None and FeatureMatcher.is_saved(path) else None
-        return cls(student, features, uri=uri)
+        feature_model = FeatureModel.load(path) if path is not None and FeatureModel.is_saved(path) else None
+        return cls(student, feature_model, uri=uri)
 
     # --- the verdict -------------------------------------------------------------------
 

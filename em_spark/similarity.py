@@ -13,7 +13,7 @@ Features of a pair (left, right), both ``Mapping[str, object]`` records:
 Values are lower-cased and cut to :data:`MAX_CHARS` characters first: a 100 KB
 description costs as much as a short one (rapidfuzz is quadratic in the worst case).
 
-Read by the feature matcher (em_spark.features) and by the similarity hints of a
+Read by the feature model (em_spark.features) and by the similarity hints of a
 serialized pair (em_spark.serialize).
 """
 

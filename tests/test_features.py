@@ -1,4 +1,4 @@
-"""Similarity features and the feature matcher (prefilter + ``features`` baseline), no Spark."""
+"""Similarity features and the feature model (its prefilter and ``features`` verdicts), no Spark."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from em_spark.features import (
-    FeatureMatcher,
+    FeatureModel,
     fit_prefilter,
     random_cross_pairs,
     threshold_for_f1,
@@ -32,7 +32,7 @@ def demo_pairs(split: str) -> list[tuple[dict, dict, int]]:
 
 
 @pytest.fixture(scope="module")
-def matcher() -> FeatureMatcher:
+def feature_model() -> FeatureModel:
     return fit_prefilter(demo_pairs("train"), demo_pairs("valid"))
 
 
@@ -59,40 +59,40 @@ def test_feature_matrix_shape_and_missing_values():
     assert x[0, names.index("name.token_set")] == pytest.approx(1.0)
 
 
-def test_matcher_on_demo_data_beats_anchor_and_keeps_recall(matcher):
+def test_feature_model_on_demo_data_beats_anchor_and_keeps_recall(feature_model):
     test = demo_pairs("test")
-    p = matcher.predict_proba([l for l, _, _ in test], [r for _, r, _ in test])
+    p = feature_model.predict_proba([l for l, _, _ in test], [r for _, r, _ in test])
     y = np.array([label for *_, label in test])
-    predicted = p >= matcher.f1_threshold
+    predicted = p >= feature_model.f1_threshold
     tp = (predicted & (y == 1)).sum()
     f1 = 2 * tp / (predicted.sum() + y.sum())
     assert f1 >= 0.9, f1  # the anchor (ANCHORS.md) for Fodors-Zagats is 0.977
-    kept = matcher.passes_prefilter([l for l, _, _ in test], [r for _, r, _ in test])
+    kept = feature_model.passes_prefilter([l for l, _, _ in test], [r for _, r, _ in test])
     assert kept[y == 1].mean() >= 0.95
     assert kept[y == 0].mean() < 0.5  # it does filter
 
 
-def test_save_and_load_round_trip(matcher, tmp_path):
+def test_save_and_load_round_trip(feature_model, tmp_path):
     test = demo_pairs("test")[:40]
     lefts, rights = [l for l, _, _ in test], [r for _, r, _ in test]
-    matcher.save(tmp_path / "prefilter")
-    assert FeatureMatcher.is_saved(tmp_path / "prefilter")
-    again = FeatureMatcher.load(tmp_path / "prefilter")
-    assert again.attributes == matcher.attributes
-    assert again.prefilter_threshold == matcher.prefilter_threshold
-    for before, after in zip(matcher.scores(lefts, rights), again.scores(lefts, rights)):
+    feature_model.save(tmp_path / "prefilter")
+    assert FeatureModel.is_saved(tmp_path / "prefilter")
+    again = FeatureModel.load(tmp_path / "prefilter")
+    assert again.attributes == feature_model.attributes
+    assert again.prefilter_threshold == feature_model.prefilter_threshold
+    for before, after in zip(feature_model.scores(lefts, rights), again.scores(lefts, rights)):
         np.testing.assert_allclose(after, before)
-    with pytest.raises(FileNotFoundError, match="not a saved FeatureMatcher"):
-        FeatureMatcher.load(tmp_path)
+    with pytest.raises(FileNotFoundError, match="not a saved FeatureModel"):
+        FeatureModel.load(tmp_path)
 
 
-def test_empty_and_huge_records_score_and_are_truncated(matcher):
+def test_empty_and_huge_records_score_and_are_truncated(feature_model):
     huge = {"name": "word " * 20_000, "addr": "x" * 100_000}
     cut = {k: v[:MAX_CHARS] for k, v in huge.items()}
-    p = matcher.predict_proba([{}, huge, {"name": None}], [{}, huge, {"name": "spago"}])
+    p = feature_model.predict_proba([{}, huge, {"name": None}], [{}, huge, {"name": "spago"}])
     assert p.shape == (3,) and np.isfinite(p).all()
     # values are cut to MAX_CHARS before rapidfuzz: the 100 KB record scores as its prefix
-    attrs = matcher.attributes
+    attrs = feature_model.attributes
     np.testing.assert_array_equal(pair_features([huge], [huge], attrs), pair_features([cut], [cut], attrs))
 
 
@@ -112,12 +112,12 @@ def test_random_cross_pairs_never_repeat_a_labeled_match():
     assert random_cross_pairs(lefts, rights, labels, 50, seed=3) == random_cross_pairs(lefts, rights, labels, 50, seed=3)
 
 
-def test_prefilter_settles_random_pairs(matcher):
+def test_prefilter_settles_random_pairs(feature_model):
     # Candidates from a blocker are mostly far easier than the labeled non-matches; the
     # prefilter must settle such pairs, not pass them on to the student.
     test = demo_pairs("test")
     rng = np.random.default_rng(0)
     lefts = [test[i][0] for i in rng.integers(0, len(test), 500)]
     rights = [test[i][1] for i in rng.integers(0, len(test), 500)]
-    passed = matcher.passes_prefilter(lefts, rights)
+    passed = feature_model.passes_prefilter(lefts, rights)
     assert passed.mean() < 0.1, passed.mean()  # 1.0 before the prefilter learned random pairs

@@ -34,7 +34,7 @@ MAX_NEW_TOKENS = 6
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    """A saved student (tiny preset) with its prefilter, as the train job lays it out."""
+    """A saved student (tiny preset) with its feature model, as the train job lays it out."""
     out = tmp_path_factory.mktemp("model")
     records = list(_table(Path(__file__).parent.parent / "em_spark/data/demo/tableA.csv").values())
     model, tokenizer = build_preset("tiny", [serialize_record(r) for r in records])
@@ -153,12 +153,12 @@ def test_match_model_save_load_round_trip(scoring_model, tmp_path):
 
 
 def test_verdict_model_choice():
-    features = type("Features", (), {"valid_metrics": {"f1": 0.8}})()
-    assert choose_verdict_model("auto", 0.3, features) == "features"
-    assert choose_verdict_model("auto", 0.8, features) == "student"  # a tie keeps the student
+    feature_model = type("FeatureModel", (), {"valid_metrics": {"f1": 0.8}})()
+    assert choose_verdict_model("auto", 0.3, feature_model) == "features"
+    assert choose_verdict_model("auto", 0.8, feature_model) == "student"  # a tie keeps the student
     assert choose_verdict_model("auto", 0.3, None) == "student"
-    assert choose_verdict_model("student", 0.3, features) == "student"
-    assert choose_verdict_model("features", 0.9, features) == "features"
+    assert choose_verdict_model("student", 0.3, feature_model) == "student"
+    assert choose_verdict_model("features", 0.9, feature_model) == "features"
 
 
 def test_every_rationale_passes_the_checker_and_names_its_writer(scoring_model):

@@ -5,7 +5,7 @@ valid.csv, test.csv) is read with ``csv``; explanations come from the offline ``
 teacher; the student trains on DIR's train split (valid for early stopping and the
 threshold) and is tested on the other folder's test split, each record serialized with
 its own column names (so cross-schema pairs need no alignment). ``--model features`` is
-the similarity-feature baseline (em_spark.features). Several ``--test`` folders (with one
+the feature model (em_spark.features). Several ``--test`` folders (with one
 ``--out`` each) share one training.
 """
 
@@ -99,23 +99,23 @@ def explain(pairs: Sequence[LabeledPair], teacher: str) -> list[str]:
 
 
 class FeaturesMatcher:
-    """The similarity-feature baseline, fitted on a dataset's train + valid splits."""
+    """The feature model, fitted on a dataset's train + valid splits."""
 
     def __init__(self, train: MatchingDataset, seed: int) -> None:
         from em_spark.features import fit_prefilter
 
         t0 = time.monotonic()
-        self.matcher = fit_prefilter(_triples(train.splits["train"]), _triples(train.splits["valid"]), seed=seed)
+        self.feature_model = fit_prefilter(_triples(train.splits["train"]), _triples(train.splits["valid"]), seed=seed)
         self.info: dict[str, Any] = {
-            "threshold": self.matcher.f1_threshold,
-            "valid_f1": self.matcher.valid_metrics["f1"],
+            "threshold": self.feature_model.f1_threshold,
+            "valid_f1": self.feature_model.valid_metrics["f1"],
             "train_seconds": time.monotonic() - t0,
         }
 
     def score(self, pairs: Sequence[LabeledPair]) -> dict[str, Any]:
         t0 = time.monotonic()
-        scores, prefilter_scores = self.matcher.scores([p.left for p in pairs], [p.right for p in pairs])
-        passes = prefilter_scores >= self.matcher.prefilter_threshold
+        scores, prefilter_scores = self.feature_model.scores([p.left for p in pairs], [p.right for p in pairs])
+        passes = prefilter_scores >= self.feature_model.prefilter_threshold
         labels = np.asarray([p.label for p in pairs], dtype=bool)
         return {
             "test_seconds": time.monotonic() - t0,
@@ -193,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--mode", default="explained", choices=["explained", "label_only", "shuffled", "truncated"])
     p.add_argument("--teacher", default="rules")
-    p.add_argument("--model", default="tiny", help="tiny | small | hub id or path | features")
+    p.add_argument("--model", default="tiny", help="tiny | small | hub id or path | features (the feature model)")
     p.add_argument("--budget-minutes", type=float, default=None)
     p.add_argument("--max-epochs", type=int, default=None)
     p.add_argument("--seed", type=int, default=13)

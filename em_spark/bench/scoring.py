@@ -11,7 +11,7 @@ rules-teacher explanations) is timed three ways, all through the same scoring co
     inference); the verdict is read from the first words;
 (b) ``verdict_first``: p_match in one forward pass for every pair, a rationale generated
     for the matches only;
-(c) ``prefilter``: the similarity-feature prefilter first, then (b) for the rest.
+(c) ``prefilter``: the feature model's prefilter first, then (b) for the rest.
 
 Quality: verdict agreement of (a) and (b); recall on the labeled test matches with and
 without the prefilter (``prefilter_recall_loss``, in recall points / 100). With
@@ -275,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     triples = {s: [(p.left, p.right, p.label) for p in dataset.splits[s]] for s in ("train", "valid")}
     # The feature model as the train job fits it, for the report (each preset's MatchModel
     # fits its own on the same pairs and seed).
-    prefilter = fit_prefilter(triples["train"], triples["valid"], seed=args.seed)
+    feature_model = fit_prefilter(triples["train"], triples["valid"], seed=args.seed)
     test = dataset.splits["test"]
     shares = [float(h) for h in args.hard_shares.split(",") if h.strip()]
     mixes = {h: synthetic_pairs(test, args.pairs, h, args.seed) for h in shares}
@@ -286,8 +286,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "max_new_tokens": args.max_new_tokens,
         "batch_size": args.batch_size,
         "torch_threads": torch.get_num_threads(),
-        "prefilter_threshold": prefilter.prefilter_threshold,
-        "prefilter_valid": prefilter.valid_metrics,
+        "prefilter_threshold": feature_model.prefilter_threshold,
+        "prefilter_valid": feature_model.valid_metrics,
         "presets": {},
         "mixes": [{"hard_share": h, "presets": {}} for h in shares],
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "gpu": torch.cuda.is_available()},

@@ -22,6 +22,8 @@ from em_spark.mlflow_store import MLFLOW_SCHEMES, MlflowStore
 from em_spark.serialize import SerializerSettings, serialize_pair
 
 STUDENT_DIR = "student"
+# The feature model's folder in a saved model: it keeps its first name, so that saved
+# models still load.
 PREFILTER_DIR = "prefilter"
 META_FILE = "em_student.json"
 MATCH_TEXT = "match"
@@ -174,7 +176,7 @@ class StudentPredictor:
         self.attributes = attributes
         self.max_input_tokens = int(max_input_tokens)
         self.extra = dict(extra or {})
-        # The similarity-feature prefilter saved with this model (em_spark.features), if any.
+        # The folder of the feature model saved with this model (em_spark.features), if any.
         self.prefilter_path = prefilter_path
         self._quote_index: Any = None
         self.match_id, self.no_match_id = label_start_ids(tokenizer)
