@@ -346,7 +346,9 @@ class ConsoleHandler(logging.StreamHandler):
         self.setFormatter(_Formatter())
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.setStream(sys.stderr)  # follow redirections (pytest, rich's Live)
+        # Follow redirections (pytest, rich's Live). Not setStream: it flushes the old
+        # stream, which a finished redirection (a test's capture) has already closed.
+        self.stream = sys.stderr
         super().emit(record)
 
 
