@@ -78,8 +78,8 @@ def _prediction(left: str, right: str, p: float | None, verdict: str, rationale:
     failed = verdict == "error"
     return {
         "pair_id": pair_id(left, right), "left_id": left, "right_id": right, "p_match": p,
-        "verdict": verdict, "rationale": rationale, "decided_by": "student",
-        "status": "failed" if failed else "ok", "error": "RuntimeError: <boom>" if failed else None,
+        "verdict": verdict, "rationale": rationale, "rationale_by": "student" if rationale else None,
+        "decided_by": "student", "status": "failed" if failed else "ok", "error": "RuntimeError: <boom>" if failed else None,
         "model_uri": "models:/fixture/1", "run_id": RUN, "scored_at": NOW,
     }
 

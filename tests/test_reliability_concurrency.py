@@ -27,7 +27,7 @@ from tests.test_scoring import _config, _seed_tables, model_dir  # noqa: F401 (a
 def predictions(spark: SparkSession, ids: range, writer: str) -> DataFrame:
     now = datetime.now()
     rows = [
-        (pair_id(f"l{i}", f"r{i}"), f"l{i}", f"r{i}", 0.9, "match", f"by {writer}", "student", "ok", None,
+        (pair_id(f"l{i}", f"r{i}"), f"l{i}", f"r{i}", 0.9, "match", f"by {writer}", "rules", "student", "ok", None,
          "models:/m/1", writer, now)
         for i in ids
     ]

@@ -136,7 +136,7 @@ def test_resolve_crash_inside_merge_then_rerun(spark, fixture_lake, monkeypatch)
 def _match(left: str, right: str) -> Row:
     return Row(
         pair_id=pair_id(left, right), left_id=left, right_id=right, p_match=0.99, verdict="match",
-        rationale="same name and phone", decided_by="student", status="ok", error=None,
+        rationale="same name and phone", rationale_by="rules", decided_by="student", status="ok", error=None,
         model_uri="test", run_id="test", scored_at=datetime(2026, 11, 27),
     )
 

@@ -128,7 +128,7 @@ def test_sql_looking_names_and_values_stay_data_in_review_views(spark, lake_root
         [Row(pair_id=pid, left_id="l' OR '1'='1", right_id='r"; --', blockers=["t"], score=1.0, run_id="t")], CANDIDATES))
     lake.merge("predictions", spark.createDataFrame([Row(
         pair_id=pid, left_id="l' OR '1'='1", right_id='r"; --', p_match=0.9, verdict="match",
-        rationale=HOSTILE_VALUE, decided_by="student", status="ok", error=None, model_uri="m", run_id="t",
+        rationale=HOSTILE_VALUE, rationale_by="rules", decided_by="student", status="ok", error=None, model_uri="m", run_id="t",
         scored_at=now)], PREDICTIONS))  # fmt: skip
     views = register_views(lake, mode="link")
     assert "match_review" in views
