@@ -300,7 +300,8 @@ class TeachConf(Section):
 class TrainConf(Section):
     """The student (em_spark.student; docs/STUDENT.md)."""
 
-    # "tiny" (~10M) / "small" (~60M): offline T5 presets; else a HF seq2seq hub id or path.
+    # "tiny" (~10M) / "small" (~60M): offline T5 presets; "minilm-l6" (~40M): BERT2BERT from
+    # the packaged MiniLM (embeddings extra); else a HF seq2seq hub id or path.
     model: str = "tiny"
     # explained: "match"/"no match" + explanation; label_only: the verdict alone;
     # shuffled / truncated: ablations (explanations permuted within a label / first k words).

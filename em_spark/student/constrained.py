@@ -163,15 +163,31 @@ class ClauseConstraint(LogitsProcessor):
     def __init__(self, tokenizer: Any, candidates: Sequence[Sequence[str]], skip: int):
         self.skip = skip
         self.eos_id = tokenizer.eos_token_id
+        self.pad_id = tokenizer.pad_token_id
         self.tries: list[dict] = []
+        # per row, token ids -> the candidate they spell: the text is returned as written,
+        # since decoding ids does not restore it with every tokenizer (WordPiece lower-cases
+        # and spaces out punctuation)
+        self.spelled: list[dict[tuple[int, ...], str]] = []
         for texts in candidates:
             root: dict = {}
+            spelled: dict[tuple[int, ...], str] = {}
             # a leading space: the text continues the verdict words, as in training targets
-            for ids in tokenizer([" " + t for t in texts], add_special_tokens=False)["input_ids"]:
+            for text, ids in zip(texts, tokenizer([" " + t for t in texts], add_special_tokens=False)["input_ids"]):
+                spelled.setdefault(tuple(ids), text)
                 node = root
                 for token in [*ids, self.eos_id]:
                     node = node.setdefault(token, {})
             self.tries.append(root)
+            self.spelled.append(spelled)
+
+    def chosen(self, row: int, generated: Sequence[int]) -> str | None:
+        """The candidate of ``row`` that the decoder output ``generated`` (start and
+        verdict positions included) spells in full; None when decoding stopped inside one."""
+        ids = list(generated[self.skip :])
+        while ids and ids[-1] in (self.eos_id, self.pad_id):
+            ids.pop()
+        return self.spelled[row].get(tuple(ids))
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         mask = torch.ones_like(scores, dtype=torch.bool)

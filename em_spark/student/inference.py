@@ -271,6 +271,7 @@ class StudentPredictor:
         Without ``candidates``, no n-gram of ``NO_REPEAT_NGRAM`` tokens is generated twice.
         """
         prefix = [self.decoder_start_id]
+        words = ""
         if verdict is not None:
             words = MATCH_TEXT if verdict == "match" else NO_MATCH_TEXT
             prefix += self.tokenizer(words, add_special_tokens=False)["input_ids"]
@@ -281,7 +282,7 @@ class StudentPredictor:
         with torch.inference_mode():
             for idx, batch in self._batches(texts, batch_size):
                 batch["decoder_input_ids"] = torch.tensor([prefix] * len(idx), device=self.device)
-                processors = None
+                processors, clauses = None, None
                 if sources is not None or candidates is not None:
                     from transformers import LogitsProcessorList
 
@@ -291,9 +292,8 @@ class StudentPredictor:
                     if sources is not None:
                         processors.append(QuoteConstraint(self.quote_index, [sources[i] for i in idx], len(prefix)))
                     if candidates is not None:
-                        processors.append(
-                            ClauseConstraint(self.tokenizer, [candidates[i] for i in idx], len(prefix))
-                        )
+                        clauses = ClauseConstraint(self.tokenizer, [candidates[i] for i in idx], len(prefix))
+                        processors.append(clauses)
                 generated = self.model.generate(
                     **batch,
                     max_new_tokens=max_new_tokens,
@@ -306,8 +306,9 @@ class StudentPredictor:
                 decoded = self.tokenizer.batch_decode(
                     generated, skip_special_tokens=True, clean_up_tokenization_spaces=False
                 )
-                for i, text in zip(idx, decoded):
-                    out[i] = text.strip()
+                for row, (i, text) in enumerate(zip(idx, decoded)):
+                    chosen = clauses.chosen(row, generated[row].tolist()) if clauses is not None else None
+                    out[i] = f"{words} {chosen}" if chosen is not None and verdict is not None else text.strip()
         return out
 
     @property

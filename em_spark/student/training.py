@@ -162,6 +162,10 @@ def train_student(
     targets, fallbacks = build_targets(train, conf.mode, conf.truncate_words, conf.seed)
     inputs = tokenizer([e.text for e in train], truncation=True, max_length=conf.max_input_tokens)["input_ids"]
     labels_ids = tokenizer(targets, truncation=True, max_length=conf.max_target_tokens)["input_ids"]
+    # The decoder is fed its start token; a BERT tokenizer also puts it ([CLS]) in front
+    # of every target, where the verdict word must be first.
+    start = model.config.decoder_start_token_id
+    labels_ids = [ids[1:] if ids and ids[0] == start else ids for ids in labels_ids]
     n_pos = sum(e.label for e in train)
     pos_weight = conf.positive_weight or max(1.0, (len(train) - n_pos) / n_pos)
     weights = torch.tensor([pos_weight if e.label == 1 else 1.0 for e in train])
@@ -217,7 +221,9 @@ def train_student(
             target[target == tokenizer.pad_token_id] = -100
             ids, mask, target = ids.to(device), mask.to(device), target.to(device)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                logits = model(input_ids=ids, attention_mask=mask, labels=target).logits
+                # the targets shifted right, as the model would from labels= (the loss is ours)
+                shifted = model.prepare_decoder_input_ids_from_labels(labels=target)
+                logits = model(input_ids=ids, attention_mask=mask, decoder_input_ids=shifted).logits
             token_loss = torch.nn.functional.cross_entropy(
                 logits.float().transpose(1, 2), target, ignore_index=-100, reduction="none"
             )
