@@ -6,13 +6,18 @@ description) are written as two tables of perturbed copies plus the gold pairs:
 - tableA.csv holds entities 0 .. n-1, tableB.csv entities (1 - overlap) * n .. ; the
   entities in both are the gold (gold.csv; also train.csv so that
   ``em-spark bench blocking --dataset DIR`` reads it, with empty valid/test splits);
+- with ``--labels SHARE``, train.csv holds that share of the gold pairs and valid.csv half
+  as many, each positive with three non-matches (a right record of the same brand, one
+  sharing a name word, a random one: the kinds of non-gold pairs blocking yields), and
+  test.csv the remaining gold pairs (the held-out truth); the tables stay the same;
 - each copy is perturbed: typos (a character dropped, doubled, swapped or replaced),
   dropped and swapped tokens, abbreviations, missing values, a value moved to another
   field (reordered fields), and one token ("original") shared by 30% of the records;
 - word frequencies are Zipf-like, so common words are heavy hitters as in real data.
 
     .venv/bin/python benchmarks/synthetic.py --records 100000 --out /tmp/synth-100k
-    (--records is the total of both tables: 100000 -> 50000 x 50000)
+    (--records is the total of both tables: 100000 -> 50000 x 50000; add --labels 0.05
+    for labeled train / valid splits)
 """
 
 from __future__ import annotations
@@ -134,8 +139,9 @@ class Generator:
         return rec
 
 
-def generate(records: int, out: Path, seed: int = 1, overlap: float = 0.8) -> dict[str, int]:
-    """Write tableA.csv / tableB.csv (records / 2 rows each) and the gold pairs."""
+def generate(records: int, out: Path, seed: int = 1, overlap: float = 0.8, labels: float = 0.0) -> dict[str, int]:
+    """Write tableA.csv / tableB.csv (records / 2 rows each) and the gold pairs (with
+    ``labels`` > 0: labeled train / valid splits, see the module docstring)."""
     t0 = time.monotonic()
     per_table = records // 2
     shift = int(round(per_table * (1 - overlap)))
@@ -146,28 +152,77 @@ def generate(records: int, out: Path, seed: int = 1, overlap: float = 0.8) -> di
     ids_a = gen.np.permutation(per_table)
     ids_b = gen.np.permutation(per_table) + 10_000_000
     a_of = {}
+    rows_a: dict[str, dict[str, str]] = {}
+    rows_b: dict[str, dict[str, str]] = {}
     with (out / "tableA.csv").open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(COLUMNS)
         for e in range(per_table):
             a_of[e] = str(ids_a[e])
-            w.writerow([a_of[e]] + [gen.copy(entities[e])[c] for c in COLUMNS[1:]])
+            # One copy per field, as the first version drew them (the tables stay as they were).
+            rows_a[a_of[e]] = {c: gen.copy(entities[e])[c] for c in COLUMNS[1:]}
+            w.writerow([a_of[e]] + [rows_a[a_of[e]][c] for c in COLUMNS[1:]])
     gold = []
     with (out / "tableB.csv").open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(COLUMNS)
         for j, e in enumerate(range(shift, shift + per_table)):
             bid = str(ids_b[j])
-            w.writerow([bid] + [gen.copy(entities[e])[c] for c in COLUMNS[1:]])
+            rows_b[bid] = {c: gen.copy(entities[e])[c] for c in COLUMNS[1:]}
+            w.writerow([bid] + [rows_b[bid][c] for c in COLUMNS[1:]])
             if e in a_of:
                 gold.append((a_of[e], bid))
     header = "ltable_id,rtable_id,label\n"
-    body = "".join(f"{a},{b},1\n" for a, b in gold)
-    (out / "gold.csv").write_text(header + body)
-    (out / "train.csv").write_text(header + body)
-    for split in ("valid", "test"):
-        (out / f"{split}.csv").write_text(header)
-    return {"records": 2 * per_table, "gold_pairs": len(gold), "seconds": round(time.monotonic() - t0, 1)}
+    (out / "gold.csv").write_text(header + "".join(f"{a},{b},1\n" for a, b in gold))
+    splits = labeled_splits(gold, rows_a, rows_b, labels, seed) if labels > 0 else {
+        "train": [(a, b, 1) for a, b in gold], "valid": [], "test": []}
+    for split, rows in splits.items():
+        (out / f"{split}.csv").write_text(header + "".join(f"{a},{b},{y}\n" for a, b, y in rows))
+    return {"records": 2 * per_table, "gold_pairs": len(gold), **{f"{k}_pairs": len(v) for k, v in splits.items()},
+            "seconds": round(time.monotonic() - t0, 1)}
+
+
+def labeled_splits(
+    gold: list[tuple[str, str]], rows_a: dict[str, dict[str, str]], rows_b: dict[str, dict[str, str]],
+    share: float, seed: int,
+) -> dict[str, list[tuple[str, str, int]]]:
+    """train (``share`` of the gold) and valid (half that) with three non-matches per
+    positive; test: the other gold pairs, all positive (the held-out truth)."""
+    rng = random.Random(seed + 1)  # its own stream: the tables do not depend on the labels
+    order = list(gold)
+    rng.shuffle(order)
+    n_train = int(len(order) * share)
+    n_valid = int(len(order) * share / 2)
+    gold_set = set(gold)
+    b_ids = list(rows_b)
+    by_brand: dict[str, list[str]] = {}
+    by_word: dict[str, list[str]] = {}
+    for bid, rec in rows_b.items():
+        if rec["brand"]:
+            by_brand.setdefault(rec["brand"], []).append(bid)
+        for word in set(rec["name"].split()):
+            by_word.setdefault(word, []).append(bid)
+
+    def negatives(a: str) -> list[tuple[str, str, int]]:
+        rec = rows_a[a]
+        pools = [by_brand.get(rec["brand"], b_ids), by_word.get(rng.choice(rec["name"].split() or [""]), b_ids), b_ids]
+        out = []
+        for pool in pools:
+            for _ in range(5):  # a few tries to miss the record's own match
+                b = rng.choice(pool)
+                if (a, b) not in gold_set:
+                    out.append((a, b, 0))
+                    break
+        return out
+
+    def labeled(pairs: list[tuple[str, str]]) -> list[tuple[str, str, int]]:
+        rows = []
+        for a, b in pairs:
+            rows += [(a, b, 1)] + negatives(a)
+        return rows
+
+    return {"train": labeled(order[:n_train]), "valid": labeled(order[n_train : n_train + n_valid]),
+            "test": [(a, b, 1) for a, b in order[n_train + n_valid :]]}
 
 
 def main() -> int:
@@ -176,8 +231,9 @@ def main() -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--overlap", type=float, default=0.8, help="share of entities in both tables")
+    p.add_argument("--labels", type=float, default=0.0, help="share of the gold in a labeled train split")
     args = p.parse_args()
-    print(generate(args.records, Path(args.out), args.seed, args.overlap))
+    print(generate(args.records, Path(args.out), args.seed, args.overlap, args.labels))
     return 0
 
 
