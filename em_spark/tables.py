@@ -223,6 +223,9 @@ class Lakehouse:
     def __init__(self, spark: SparkSession, conf: LakehouseConf):
         self.spark = spark
         self.conf = conf
+        # Tables whose columns were brought up to the contract by this Lakehouse: a job
+        # writes a table several times, the schema check (a Delta log read) runs once.
+        self._columns_checked: set[str] = set()
 
     @classmethod
     def from_config(cls, spark: SparkSession, config: Config) -> "Lakehouse":
@@ -316,14 +319,16 @@ class Lakehouse:
             self.spark.catalog.dropTempView(view)
 
     def _add_new_columns(self, name: str) -> None:
-        """A table written by an earlier release gains the contract's newer (nullable) columns."""
-        if not self.exists(name):
+        """A table written by an earlier release gains the contract's newer (nullable) columns
+        (checked once per table and Lakehouse: columns are only ever added)."""
+        if name in self._columns_checked or not self.exists(name):
             return
         have = set(self.spark.sql(f"SELECT * FROM {self.ref(name).sql} LIMIT 0").columns)
         new = [f for f in CONTRACTS[name].schema.fields if f.name not in have and f.nullable]
         if new:
             ddl = ", ".join(f"{_quote_ident(f.name)} {f.dataType.simpleString()}" for f in new)
             self.spark.sql(f"ALTER TABLE {self.ref(name).sql} ADD COLUMNS ({ddl})")
+        self._columns_checked.add(name)
 
     def _contract_view(self, name: str, df: DataFrame) -> str:
         """A temp view of ``df`` cast to the contract schema of ``name``; returns its name."""
