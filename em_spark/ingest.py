@@ -145,12 +145,15 @@ def read_source(spark: SparkSession, path: str, fmt: str) -> DataFrame:
     return df.select(*[_col(c).cast("string").alias(c) for c in df.columns])
 
 
-def _first_values(df: DataFrame, column: str, n: int = 3) -> list[str]:
-    return [str(r[0]) for r in df.select(column).limit(n).collect()]
-
-
 def load_records(spark: SparkSession, conf: SourceConf, source: str, run_id: str) -> DataFrame:
     """Validate one source table and shape it as ``records`` rows (not yet written)."""
+    return load_records_with_attributes(spark, conf, source, run_id)[0]
+
+
+def load_records_with_attributes(
+    spark: SparkSession, conf: SourceConf, source: str, run_id: str
+) -> tuple[DataFrame, list[str]]:
+    """:func:`load_records`, and the attribute names in the order of the records' maps."""
     raw = read_source(spark, conf.path, conf.format)
     where = f"{conf.path}"
     for old, new in conf.rename.items():
@@ -175,20 +178,23 @@ def load_records(spark: SparkSession, conf: SourceConf, source: str, run_id: str
     if broken:
         raise InputError(f"{where}: column name {broken[0]!r} contains a line break; rename it")
 
-    # Ids are trimmed when stored, so uniqueness is checked on the trimmed value.
+    # Ids are trimmed when stored, so uniqueness is checked on the trimmed value. One
+    # query: rows, null or empty ids, and the first duplicated ids.
     idc = F.trim(_col(conf.id_column))
-    stats = raw.agg(
-        F.count(F.lit(1)).alias("rows"),
-        F.sum(F.when(idc.isNull() | (idc == ""), 1).otherwise(0)).alias("null_ids"),
+    per_id = raw.groupBy(idc.alias("id")).agg(F.count(F.lit(1)).alias("n"))
+    missing = F.col("id").isNull() | (F.col("id") == "")
+    stats = per_id.agg(
+        F.sum("n").alias("rows"),
+        F.sum(F.when(missing, F.col("n")).otherwise(0)).alias("null_ids"),
+        F.slice(F.array_sort(F.collect_list(F.when((F.col("n") > 1) & ~missing, F.col("id")))), 1, 3).alias("dups"),
     ).collect()[0]
-    if stats["rows"] == 0:
+    if not stats["rows"]:
         raise InputError(f"{where}: the table is empty")
     if stats["null_ids"]:
         raise InputError(
             f"{where}: column '{conf.id_column}' has {stats['null_ids']} null or empty ids"
         )
-    dups = raw.groupBy(idc.alias("id")).count().where("count > 1")
-    dup_ids = _first_values(dups.orderBy("id"), "id")
+    dup_ids = list(stats["dups"] or [])
     if dup_ids:
         raise InputError(
             f"{where}: column '{conf.id_column}' has duplicated id {dup_ids[0]!r}"
@@ -196,7 +202,7 @@ def load_records(spark: SparkSession, conf: SourceConf, source: str, run_id: str
         )
 
     attributes = F.create_map(*[x for c in attrs for x in (F.lit(c), _col(c))])
-    return raw.select(
+    records = raw.select(
         F.lit(source).alias("source"),
         idc.alias("record_id"),
         attributes.alias("attributes"),
@@ -204,6 +210,7 @@ def load_records(spark: SparkSession, conf: SourceConf, source: str, run_id: str
         F.lit(run_id).alias("run_id"),
         F.current_timestamp().alias("ingested_at"),
     )
+    return records, attrs
 
 
 def attribute_names(records: DataFrame) -> list[str]:
@@ -234,30 +241,8 @@ def load_labels(
         F.trim(_col(conf.label_column)).alias("label_raw"),
         split.alias("split"),
     )
-    bad = df.where(~F.col("label_raw").isin("0", "1") | F.col("label_raw").isNull()).limit(1).collect()
-    if bad:
-        b = bad[0]
-        raise InputError(
-            f"{where}: column '{conf.label_column}' must be 0 or 1, got {b['label_raw']!r} "
-            f"for pair ({b['left_id']}, {b['right_id']})"
-        )
-    nulls = df.where(F.col("left_id").isNull() | F.col("right_id").isNull()).limit(1).collect()
-    if nulls:
-        raise InputError(f"{where}: a labeled pair has an empty id: {nulls[0].asDict()}")
-
-    right_source = LEFT if mode == "dedupe" else RIGHT
-    for side, source in (("left_id", LEFT), ("right_id", right_source)):
-        known = records.where(F.col("source") == source).select(F.col("record_id").alias(side))
-        unknown = df.join(known, side, "left_anti").select(side).limit(1).collect()
-        if unknown:
-            col = conf.left_id_column if side == "left_id" else conf.right_id_column
-            raise InputError(
-                f"{where}: column '{col}' names unknown {source} id {unknown[0][0]!r}"
-            )
+    _check_labels(df, records, conf, mode)
     if mode == "dedupe":
-        self_pairs = df.where(F.col("left_id") == F.col("right_id")).limit(1).collect()
-        if self_pairs:
-            raise InputError(f"{where}: labeled pair pairs id {self_pairs[0]['left_id']!r} with itself")
         # Unordered pairs: store each once, smaller id on the left, as blocking does.
         lo = F.least("left_id", "right_id")
         hi = F.greatest("left_id", "right_id")
@@ -271,6 +256,48 @@ def load_labels(
         F.lit(run_id).alias("run_id"),
     )
     return labeled
+
+
+def _check_labels(df: DataFrame, records: DataFrame, conf: LabelSourceConf, mode: str) -> None:
+    """Every check of one labeled-pairs file in one query; the first failing row (in file
+    order) of the first failing check is the error."""
+    where = conf.path
+    right_source = LEFT if mode == "dedupe" else RIGHT
+    rows = df.withColumn("_row", F.monotonically_increasing_id())
+    for side, source in (("left_id", LEFT), ("right_id", right_source)):
+        known = records.where(F.col("source") == source).select(
+            F.col("record_id").alias(side), F.lit(True).alias(f"_known_{side}")
+        )
+        rows = rows.join(known, side, "left")
+    fields = ("left_id", "right_id", "label_raw", "split")
+
+    def first(condition: Column) -> Column:
+        return F.min_by(F.struct(*fields), F.when(condition, F.col("_row")))
+
+    checks = {
+        "bad": ~F.col("label_raw").isin("0", "1") | F.col("label_raw").isNull(),
+        "nulls": F.col("left_id").isNull() | F.col("right_id").isNull(),
+        "unknown_left_id": F.col("_known_left_id").isNull(),
+        "unknown_right_id": F.col("_known_right_id").isNull(),
+    }
+    if mode == "dedupe":
+        checks["self_pair"] = F.col("left_id") == F.col("right_id")
+    found = rows.agg(*[first(c).alias(name) for name, c in checks.items()]).collect()[0]
+    if found["bad"] is not None:
+        b = found["bad"]
+        raise InputError(
+            f"{where}: column '{conf.label_column}' must be 0 or 1, got {b['label_raw']!r} "
+            f"for pair ({b['left_id']}, {b['right_id']})"
+        )
+    if found["nulls"] is not None:
+        raise InputError(f"{where}: a labeled pair has an empty id: {found['nulls'].asDict()}")
+    for side, source in (("left_id", LEFT), ("right_id", right_source)):
+        unknown = found[f"unknown_{side}"]
+        if unknown is not None:
+            col = conf.left_id_column if side == "left_id" else conf.right_id_column
+            raise InputError(f"{where}: column '{col}' names unknown {source} id {unknown[side]!r}")
+    if mode == "dedupe" and found["self_pair"] is not None:
+        raise InputError(f"{where}: labeled pair pairs id {found['self_pair']['left_id']!r} with itself")
 
 
 def _check_consistent(labels: DataFrame) -> None:
@@ -317,11 +344,11 @@ def run_ingest(lake: Lakehouse, config: Config, run: Run) -> None:
 def _validated(spark: SparkSession, config: Config, run_id: str) -> tuple[DataFrame, DataFrame | None]:
     """Records and labels, every check passed, cached (not yet written)."""
     conf = config.ingest
-    left = load_records(spark, conf.left, LEFT, run_id)
+    left, left_attrs = load_records_with_attributes(spark, conf.left, LEFT, run_id)
     records = left
     if conf.right is not None:
-        right = load_records(spark, conf.right, RIGHT, run_id)
-        _check_aligned(left, right, config, conf.left.path, conf.right.path)
+        right, right_attrs = load_records_with_attributes(spark, conf.right, RIGHT, run_id)
+        _check_aligned(left_attrs, right_attrs, config, conf.left.path, conf.right.path)
         records = left.unionByName(right)
     records = records.cache()
 
@@ -336,9 +363,9 @@ def _validated(spark: SparkSession, config: Config, run_id: str) -> tuple[DataFr
     return records, labels
 
 
-def _check_aligned(left: DataFrame, right: DataFrame, config: Config, lpath: str, rpath: str) -> None:
-    lcols = set(attribute_names(left))
-    rcols = set(attribute_names(right))
+def _check_aligned(left: list[str], right: list[str], config: Config, lpath: str, rpath: str) -> None:
+    lcols = set(left)
+    rcols = set(right)
     if config.attributes is not None:
         for name in config.attributes:
             for cols, path in ((lcols, lpath), (rcols, rpath)):
