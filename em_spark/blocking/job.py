@@ -34,7 +34,7 @@ def run_block(lake: Lakehouse, config: Config, run: Run) -> None:
         # incremental matching or already be scored downstream.
         lake.merge("candidates", candidates, update=True, delete_condition="true" if config.block.delete_stale else None)
         gold = gold_pairs(lake.read("labels")) if lake.exists("labels") else None
-        report = blocking_report(plan, candidates, gold)
+        report = blocking_report(plan, candidates, gold, n)
     finally:
         candidates.unpersist()
     json_path, png_path = write_report(report, Path(config.reports_dir) / "block")

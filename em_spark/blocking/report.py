@@ -23,14 +23,18 @@ def gold_pairs(labels: DataFrame) -> DataFrame:
     return labels.where(F.col("label") == 1).select("left_id", "right_id").distinct()
 
 
-def blocking_report(plan: BlockingPlan, candidates: DataFrame, gold: DataFrame | None) -> dict[str, Any]:
+def blocking_report(
+    plan: BlockingPlan, candidates: DataFrame, gold: DataFrame | None, n: int | None = None
+) -> dict[str, Any]:
     """Report over materialized ``candidates`` (cache them first: several passes read them).
 
-    ``gold`` (left_id, right_id), oriented like the candidates, gives pair completeness.
+    ``gold`` (left_id, right_id), oriented like the candidates, gives pair completeness;
+    ``n``: the number of candidates, where the caller has counted them already.
     """
     prep = plan.prepared
     assert prep is not None
-    n = candidates.count()
+    if n is None:
+        n = candidates.count()
     total = prep.total_pairs
     report: dict[str, Any] = {
         "mode": prep.mode,
@@ -48,24 +52,23 @@ def blocking_report(plan: BlockingPlan, candidates: DataFrame, gold: DataFrame |
 
 
 def _per_record(candidates: DataFrame, prep: Prepared) -> dict[str, Any]:
-    """Distribution of candidates per record, records without any candidate included."""
-    if prep.mode == "link":
-        sides = {
-            "left": (candidates.select(F.col("left_id").alias("id")), prep.n_left),
-            "right": (candidates.select(F.col("right_id").alias("id")), prep.n_right),
-        }
-    else:
-        # Dedupe: a record takes part as either side of its unordered pairs.
-        both = candidates.select(F.col("left_id").alias("id")).unionAll(candidates.select(F.col("right_id").alias("id")))
-        sides = {"left": (both, prep.n_left)}
+    """Distribution of candidates per record, records without any candidate included
+    (both sides' histograms from one query)."""
+    # Dedupe: a record takes part as either side of its unordered pairs.
+    right_side = "right" if prep.mode == "link" else "left"
+    ids = candidates.select(F.lit("left").alias("side"), F.col("left_id").alias("id")).unionAll(
+        candidates.select(F.lit(right_side).alias("side"), F.col("right_id").alias("id"))
+    )
+    n_records = {"left": prep.n_left, "right": prep.n_right} if prep.mode == "link" else {"left": prep.n_left}
+    per = ids.groupBy("side", "id").agg(F.count("*").alias("n"))
+    histograms: dict[str, dict[int, int]] = {side: {} for side in n_records}
+    for r in per.groupBy("side", "n").agg(F.count("*").alias("records")).collect():
+        histograms[r["side"]][int(r["n"])] = int(r["records"])
     out: dict[str, Any] = {}
-    for side, (source, n_records) in sides.items():
-        per = source.groupBy("id").agg(F.count("*").alias("n"))
-        hist_rows = per.groupBy("n").agg(F.count("*").alias("records")).collect()
-        histogram = {int(r["n"]): int(r["records"]) for r in hist_rows}
+    for side, histogram in histograms.items():
         with_any = sum(histogram.values())
-        if n_records > with_any:
-            histogram[0] = n_records - with_any
+        if n_records[side] > with_any:
+            histogram[0] = n_records[side] - with_any
         out[side] = _summary(histogram)
     return out
 
@@ -109,8 +112,11 @@ def _per_blocker(candidates: DataFrame, gold: DataFrame | None) -> dict[str, Any
 def _completeness(candidates: DataFrame, gold: DataFrame | None) -> dict[str, Any]:
     if gold is None:
         return {"pair_completeness": None, "gold_pairs": 0}
-    n_gold = gold.count()
-    found = gold.join(candidates.select("left_id", "right_id"), ["left_id", "right_id"], "left_semi").count()
+    proposed = candidates.select("left_id", "right_id", F.lit(1).alias("found"))
+    row = gold.join(proposed, ["left_id", "right_id"], "left").agg(
+        F.count(F.lit(1)).alias("gold"), F.count("found").alias("found")
+    ).collect()[0]
+    n_gold, found = int(row["gold"]), int(row["found"])
     return {
         "pair_completeness": round(found / n_gold, 6) if n_gold else None,
         "gold_pairs": n_gold,
