@@ -389,7 +389,7 @@ class ScoreConf(Section):
     # Score every candidate again (e.g. after changing the rationale policy); default: only
     # candidates without an ok prediction from this model.
     rescore: bool = False
-    # Spark tasks per chunk (None: spark.sql.shuffle.partitions).
+    # Spark tasks per chunk (None: spark.sql.shuffle.partitions, fewer for a small chunk).
     partitions: int | None = Field(default=None, ge=1)
 
 

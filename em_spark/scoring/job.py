@@ -13,7 +13,7 @@ import logging
 import math
 from pathlib import Path
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame, Row
 from pyspark.sql import functions as F
 
 from em_spark.config import Config, ScoreConf
@@ -63,10 +63,35 @@ def _records(lake: Lakehouse, source: str, side: str) -> DataFrame:
     )
 
 
-def score_candidates(lake: Lakehouse, config: Config, candidates: DataFrame, run: Run) -> DataFrame:
+# Below this many pairs per task, a chunk gets fewer tasks than spark.sql.shuffle.partitions
+# (but never fewer than the cores): tiny tasks cost more than they share out.
+PAIRS_PER_TASK = 10_000
+
+
+def scoring_tasks(lake: Lakehouse, config: Config, pairs: int | None) -> int:
+    """Tasks per chunk: ``score.partitions``, else ``spark.sql.shuffle.partitions``, lowered
+    for a small chunk of ``pairs`` to one task per core (a few thousand pairs scored in many
+    small batches cost more than in a few larger ones)."""
+    if config.score.partitions:
+        return config.score.partitions
+    partitions = int(lake.spark.conf.get("spark.sql.shuffle.partitions"))
+    if pairs is None:
+        return partitions
+    try:
+        cores = lake.spark.sparkContext.defaultParallelism
+    except Exception:  # noqa: BLE001 - a Spark Connect client has no SparkContext
+        return partitions
+    return max(1, min(partitions, max(cores, math.ceil(pairs / PAIRS_PER_TASK))))
+
+
+def score_candidates(
+    lake: Lakehouse, config: Config, candidates: DataFrame, run: Run, n_pairs: int | None = None
+) -> DataFrame:
     """Predictions rows (the ``predictions`` contract) for ``candidates`` (pair_id, left_id,
     right_id), lazily: nothing runs until the result is written. A pair whose record is
-    missing from ``records`` gets a failed row, never no row."""
+    missing from ``records`` gets a failed row, never no row. ``n_pairs``: about how many
+    candidates there are, if known (it sets the number of tasks, see
+    :func:`scoring_tasks`)."""
     from udfs.scoring import UdfSettings, score_column
 
     model_uri = resolve_model_uri(config)
@@ -85,10 +110,9 @@ def score_candidates(lake: Lakehouse, config: Config, candidates: DataFrame, run
         .join(_records(lake, "left", "left"), "left_id", "left")
         .join(_records(lake, right_source, "right"), "right_id", "left")
     )
-    partitions = config.score.partitions or int(lake.spark.conf.get("spark.sql.shuffle.partitions"))
     # An explicit count: adaptive execution would otherwise coalesce a small (but costly to
     # score) input into one task on one core.
-    pairs = pairs.repartition(partitions)
+    pairs = pairs.repartition(scoring_tasks(lake, config, n_pairs))
     result = score_column(settings, "left_attributes", "right_attributes")
     return pairs.select(
         "pair_id",
@@ -127,13 +151,12 @@ def run_score(lake: Lakehouse, config: Config, run: Run) -> None:
     log.info("score: %d candidates to score with %s in %d chunk(s)", n_todo, model_uri, chunks)
     for chunk in range(chunks):
         part = todo.where(F.pmod(F.xxhash64("pair_id"), F.lit(chunks)) == chunk)
-        lake.merge("predictions", score_candidates(lake, config, part, run))
+        lake.merge("predictions", score_candidates(lake, config, part, run, math.ceil(n_todo / chunks)))
         checkpoint("score", chunk + 1)
         log.info("score: chunk %d/%d committed", chunk + 1, chunks)
     run.count("scored", n_todo)
     run.count("chunks", chunks)
-    _drop_stale(lake, candidates, run)
-    _check_one_per_candidate(lake, candidates, run)
+    _drop_stale_and_check(lake, candidates, run)
 
 
 def check_feature_schema(lake: Lakehouse, config: Config, model_uri: str, run: Run) -> None:
@@ -156,38 +179,46 @@ def check_feature_schema(lake: Lakehouse, config: Config, model_uri: str, run: R
     run.check("feature_schema", feature_schema_check(attributes, present, uses))
 
 
-def _drop_stale(lake: Lakehouse, candidates: DataFrame, run: Run) -> None:
-    """Delete predictions of pairs that are no longer candidates (e.g. after re-blocking)."""
-    predictions = lake.read("predictions")
-    stale = predictions.join(candidates.select("pair_id"), "pair_id", "left_anti").count()
+def _prediction_stats(candidates: DataFrame, predictions: DataFrame) -> Row:
+    """One pass over candidates FULL OUTER JOIN predictions: what the one-to-one check
+    and the run's counts need, and the predictions of pairs no longer candidates."""
+    c = candidates.select(F.col("pair_id").alias("c_pair_id"))
+    p = predictions.select("pair_id", "status", "decided_by", "verdict", "rationale", "rationale_by")
+    joined = c.join(p, c["c_pair_id"] == p["pair_id"], "full_outer")
+    is_candidate = F.col("c_pair_id").isNotNull()
+
+    def among_candidates(condition: Column) -> Column:
+        return F.sum(F.when(is_candidate & condition, 1).otherwise(0))
+
+    return joined.agg(
+        among_candidates(F.lit(True)).alias("rows"),
+        F.count_distinct("c_pair_id").alias("pairs"),
+        F.count("pair_id").alias("predictions"),
+        F.sum(F.when(~is_candidate, 1).otherwise(0)).alias("stale"),
+        among_candidates(F.col("status").isNull()).alias("unscored"),
+        among_candidates(F.col("status") == "failed").alias("failed"),
+        among_candidates(F.col("decided_by") == "prefilter").alias("by_prefilter"),
+        among_candidates(F.col("verdict") == "match").alias("matches"),
+        among_candidates(F.col("rationale").isNotNull()).alias("rationales"),
+        # the student's rationales that failed the checker and were replaced
+        among_candidates(F.col("rationale_by") == "rules").alias("rationales_by_rules"),
+    ).collect()[0]
+
+
+def _drop_stale_and_check(lake: Lakehouse, candidates: DataFrame, run: Run) -> None:
+    """Delete predictions of pairs that are no longer candidates (e.g. after re-blocking),
+    then check one prediction per candidate: one query when nothing is stale."""
+    stats = _prediction_stats(candidates, lake.read("predictions"))
+    stale = stats["stale"] or 0
     run.count("stale_deleted", stale)
     if stale:
         lake.delete_missing("predictions", candidates)
-
-
-def _check_one_per_candidate(lake: Lakehouse, candidates: DataFrame, run: Run) -> None:
-    predictions = lake.read("predictions")
-    stats = (
-        candidates.select("pair_id")
-        .join(predictions.select("pair_id", "status", "decided_by", "verdict", "rationale", "rationale_by"), "pair_id", "left")
-        .agg(
-            F.count(F.lit(1)).alias("rows"),
-            F.count_distinct("pair_id").alias("pairs"),
-            F.sum(F.when(F.col("status").isNull(), 1).otherwise(0)).alias("unscored"),
-            F.sum(F.when(F.col("status") == "failed", 1).otherwise(0)).alias("failed"),
-            F.sum(F.when(F.col("decided_by") == "prefilter", 1).otherwise(0)).alias("by_prefilter"),
-            F.sum(F.when(F.col("verdict") == "match", 1).otherwise(0)).alias("matches"),
-            F.sum(F.when(F.col("rationale").isNotNull(), 1).otherwise(0)).alias("rationales"),
-            # the student's rationales that failed the checker and were replaced
-            F.sum(F.when(F.col("rationale_by") == "rules", 1).otherwise(0)).alias("rationales_by_rules"),
-        )
-        .collect()[0]
-    )
-    n_predictions = predictions.count()
+        stats = _prediction_stats(candidates, lake.read("predictions"))
     for key in ("rows", "failed", "by_prefilter", "matches", "rationales", "rationales_by_rules"):
         run.count("predictions" if key == "rows" else key, stats[key] or 0)
     run.count("candidates", stats["pairs"])
-    ok = stats["rows"] == stats["pairs"] == n_predictions and not stats["unscored"]
+    n_predictions = stats["predictions"]
+    ok = (stats["rows"] or 0) == stats["pairs"] == n_predictions and not stats["unscored"] and not stats["stale"]
     verdict = "ok" if ok else "FAILED"
     run.check(
         "predictions_per_candidate",
