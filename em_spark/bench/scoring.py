@@ -59,9 +59,12 @@ def synthetic_pairs(test: Sequence[LabeledPair], n: int, hard_share: float, seed
     return out
 
 
-def train_preset(preset: str, dataset: Any, minutes: float, out_dir: Path, seed: int) -> MatchModel:
+def train_preset(
+    preset: str, dataset: Any, minutes: float, out_dir: Path, seed: int, dtype: str | None = None
+) -> MatchModel:
     """A MatchModel with ``preset`` trained for ``minutes`` on the train split (valid: its
-    first 300 pairs), saved to ``out_dir`` and loaded back as scoring loads it."""
+    first 300 pairs), saved to ``out_dir`` and loaded back as scoring loads it (``dtype``:
+    ``score.dtype``; None: auto)."""
     from em_spark.config import load_config
 
     conf = load_config(
@@ -73,7 +76,7 @@ def train_preset(preset: str, dataset: Any, minutes: float, out_dir: Path, seed:
         explain(train, "rules"), conf, out_dir / "work", corpus_records=dataset.records,
     )
     model.student.extra["bench_train_seconds"] = model.fit_info["result"].seconds
-    return MatchModel.load(str(model.save(out_dir)), device="cpu")
+    return MatchModel.load(str(model.save(out_dir)), device="cpu", dtype=dtype)
 
 
 def measure(model: MatchModel, pairs: Sequence[LabeledPair], test: Sequence[LabeledPair], args: argparse.Namespace) -> dict[str, Any]:
@@ -103,7 +106,7 @@ def measure(model: MatchModel, pairs: Sequence[LabeledPair], test: Sequence[Labe
     out_deployed = score_pairs(model, lefts, rights, policy)
     t_deployed = time.monotonic() - t0
 
-    # The scoring dtype (auto: bf16 on a CPU with bf16 hardware) against float32.
+    # The scoring dtype (--dtype; auto: float32 on a CPU) against float32.
     texts_b = student.serialize_pairs(lefts, rights)
     fp32 = StudentPredictor.load(model.uri, device="cpu", dtype="float32")
     t0 = time.monotonic()
@@ -250,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16"], help="score.dtype (default: auto)")
     p.add_argument("--spark-pairs", type=int, default=0, help="also score N candidates end to end through Spark")
     p.add_argument("--seed", type=int, default=13)
     return p
@@ -297,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="em-bench-score-") as work:
         for preset in presets:
             model_dir = Path(work) / preset
-            model = train_preset(preset, dataset, minutes[preset], model_dir, args.seed)
+            model = train_preset(preset, dataset, minutes[preset], model_dir, args.seed, args.dtype)
             for mix in report["mixes"]:
                 mix["presets"][preset] = result = measure(model, mixes[mix["hard_share"]], test, args)
                 print(
