@@ -3,6 +3,9 @@ otherwise build ``local[*]`` with Delta Lake.
 
 Delta's jars are not on PyPI; ``spark.jars.packages`` resolves the artifact that matches
 the installed ``delta-spark`` package from Maven Central once and caches it in ~/.ivy2.5.2.
+The jars that resolution put on the classpath are remembered there too
+(``em-spark-jars-<hash>.txt``): a later start passes them as ``spark.jars`` and skips ivy's
+resolution (1-3 s per job process), as long as every one of them is still in the cache.
 
 Quiet by default (em_spark/console.py): Spark's log at ERROR from the JVM's start (a log4j2
 file passed with ``spark.driver.extraJavaOptions``) and no stage progress bars; in a quiet
@@ -14,12 +17,14 @@ output.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sys
 import warnings
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import pyspark
 from pyspark.sql import SparkSession
@@ -68,17 +73,73 @@ def _java_user_home() -> Path:
         return Path.home()
 
 
+def _ivy_base(ivy_dir: str | None) -> Path:
+    """Spark 4's ivy folder: ``spark.jars.ivy``, else ``~/.ivy2.5.2``."""
+    return Path(ivy_dir).expanduser() if ivy_dir else _java_user_home() / ".ivy2.5.2"
+
+
 def ivy_jar_path(coordinates: str, ivy_dir: str | None = None) -> Path:
-    """Where spark.jars.packages retrieves ``group:artifact:version`` (Spark 4's ivy layout:
-    ``spark.jars.ivy``, else ``~/.ivy2.5.2``)."""
+    """Where spark.jars.packages retrieves ``group:artifact:version``."""
     group, artifact, rev = coordinates.split(":")[:3]
-    base = Path(ivy_dir).expanduser() if ivy_dir else _java_user_home() / ".ivy2.5.2"
-    return base / "jars" / f"{group}_{artifact}-{rev}.jar"
+    return _ivy_base(ivy_dir) / "jars" / f"{group}_{artifact}-{rev}.jar"
+
+
+def _jar_list_file(packages: list[str], ivy_dir: str | None) -> Path:
+    key = hashlib.sha256(",".join(sorted(packages)).encode()).hexdigest()[:16]
+    return _ivy_base(ivy_dir) / f"em-spark-jars-{key}.txt"
+
+
+def _jar_path(uri: str) -> Path:
+    """A local jar's path from its ``file:`` URI (or a plain path)."""
+    if uri.startswith("file:"):
+        return Path(unquote(urlparse(uri).path))
+    return Path(uri)
+
+
+def resolved_jars(packages: list[str], ivy_dir: str | None = None) -> list[str] | None:
+    """The jars an earlier start resolved ``packages`` to, if all of them are still in the
+    ivy cache (else None: resolve again)."""
+    try:
+        jars = _jar_list_file(packages, ivy_dir).read_text(encoding="utf-8").split()
+    except OSError:
+        return None
+    if not jars or not all(_jar_path(j).is_file() for j in jars):
+        return None
+    return jars
+
+
+def remember_resolved_jars(spark: SparkSession, packages: list[str], ivy_dir: str | None = None) -> None:
+    """Record the ivy-cache jars ``spark.jars.packages`` put on this session's classpath."""
+    try:
+        jars_dir = _ivy_base(ivy_dir) / "jars"
+        listed = spark.sparkContext.getConf().get("spark.jars", "") or ""
+        jars = [j for j in listed.split(",") if j.startswith("file:") and _jar_path(j).parent == jars_dir]
+        if not jars:
+            return
+        target = _jar_list_file(packages, ivy_dir)
+        temporary = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+        temporary.write_text("\n".join(jars) + "\n", encoding="utf-8")
+        temporary.replace(target)
+    except Exception as exc:  # noqa: BLE001 - an optimization only: the next start resolves again
+        log.debug("could not record the resolved jars: %s", exc)
 
 
 def jars_cached(packages: list[str], ivy_dir: str | None = None) -> bool:
     coords = [c.strip() for p in packages for c in p.split(",") if c.count(":") >= 2]
     return all(ivy_jar_path(c, ivy_dir).is_file() for c in coords)
+
+
+def _note_jars(jvm_log: Path | None, jars: list[str]) -> None:
+    """Say in the JVM's log (where ivy's report would be) which cached jars it got."""
+    line = "em-spark: Delta Lake jars from the ivy cache, no resolution: " + ", ".join(_jar_path(j).name for j in jars)
+    log.debug(line)
+    if jvm_log is None:
+        return
+    try:
+        with open(jvm_log, "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+    except OSError:
+        pass
 
 
 def get_spark(conf: SparkConf | None = None) -> SparkSession:
@@ -102,10 +163,16 @@ def get_spark(conf: SparkConf | None = None) -> SparkSession:
     extra = conf.conf.get("spark.jars.packages")
     if extra:
         packages.append(extra)
-    builder = builder.config("spark.jars.packages", ",".join(packages))
     # A JVM starts here unless this is a client of a remote Spark Connect server.
     starts_jvm = not (conf.remote or "").startswith("sc://")
     settings = {k: v for k, v in conf.conf.items() if k != "spark.jars.packages"}
+    ivy_dir = settings.get("spark.jars.ivy")
+    # A JVM started here takes the jars an earlier start resolved (no ivy resolution).
+    cached = resolved_jars(packages, ivy_dir) if starts_jvm and not conf.remote else None
+    if cached:
+        settings["spark.jars"] = ",".join([settings["spark.jars"], *cached] if settings.get("spark.jars") else cached)
+    else:
+        builder = builder.config("spark.jars.packages", ",".join(packages))
     log_level = conf.log_level
     if not verbose:
         log_level = _stricter(conf.log_level, "ERROR")
@@ -120,7 +187,7 @@ def get_spark(conf: SparkConf | None = None) -> SparkSession:
     for key, value in settings.items():
         builder = builder.config(key, value)
     log.info("starting Spark (%s) with %s", conf.remote or conf.master, packages[0])
-    if starts_jvm and not jars_cached(packages, settings.get("spark.jars.ivy")):
+    if starts_jvm and not cached and not jars_cached(packages, ivy_dir):
         console.say("fetching Delta Lake jars (first run only)")
     # A quiet CLI process sends the JVM's own output to a log file (the JVM keeps it): the
     # process's own (its fds 1 and 2 point there already), or one for the JVM alone.
@@ -144,5 +211,9 @@ def get_spark(conf: SparkConf | None = None) -> SparkSession:
             raise
         reason = console.last_error_line(jvm_log) or f"{type(exc).__name__}: {exc}".splitlines()[0]
         raise RuntimeError(f"Spark did not start: {reason} (log: {jvm_log})") from exc
+    if cached:
+        _note_jars(jvm_log, cached)
+    elif starts_jvm and not conf.remote:
+        remember_resolved_jars(spark, packages, ivy_dir)
     spark.sparkContext.setLogLevel(log_level)
     return spark
