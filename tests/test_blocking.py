@@ -68,27 +68,40 @@ def test_each_blocker_finds_the_gold_on_real_data(fodors):
 
 
 def test_score_is_the_full_cosine_whichever_blocker_found_the_pair(spark, fodors):
-    # Top-k pairs add their capped terms to the term join's partial dot product; pairs
-    # from other blockers only are scored from whole vectors. Both must give the dot
-    # product over every term, capped ones included.
+    # Top-k pairs add their capped terms to the search's dot product over the uncapped
+    # ones; pairs from other blockers only are scored from whole vectors. Both must give
+    # the dot product over every term, capped ones included, of unit-length vectors.
     records, _, conf, _ = fodors
     plan = plan_blocking(records, conf, "link")
     rows = plan.candidates.collect()
     prep = plan.prepared
     limit = core._cap_limit(conf.topk.cap, prep)
-    vectors: dict[tuple[str, str], dict[str, float]] = {}
+    weights = core._term_weights(prep, conf.topk)
+    vectors: dict[tuple[str, str], dict[int, float]] = {}
     capped_terms = 0
-    for w in core._term_weights(prep, conf.topk).collect():
-        vectors.setdefault((w["source"], w["rid"]), {})[w["term"]] = w["w"]
-        capped_terms += w["df"] > limit
+    for v in core._sparse_vectors(weights, conf.topk, limit).collect():
+        vectors[(v["source"], v["rid"])] = dict(zip(v["terms"] + v["cterms"], v["ws"] + v["cws"]))
+        capped_terms += len(v["cterms"])
     assert capped_terms > 0
     paths = Counter()
     for r in rows:
         lv, rv = vectors.get(("left", r["left_id"]), {}), vectors.get(("right", r["right_id"]), {})
         expected = sum(v * rv.get(t, 0.0) for t, v in lv.items())
         assert r["score"] == pytest.approx(expected, abs=2e-6), r
+        assert 0.0 <= r["score"] <= 1.0 + 1e-6
         paths["topk" in r["blockers"]] += 1
     assert paths[True] > 0 and paths[False] > 0
+    # Unit length per term space, scaled so that the spaces' shares add up to 1: a record
+    # that keeps every term (each held by another record too) and has pair terms has a
+    # vector of length 1.
+    whole: dict[tuple[str, str], list[bool]] = {}
+    for w in weights.collect():
+        kept, has_pairs = whole.get((w["source"], w["rid"]), [True, False])
+        whole[(w["source"], w["rid"])] = [kept and w["df"] >= 2, has_pairs or w["term"].startswith("p:")]
+    complete = [key for key, (kept, has_pairs) in whole.items() if kept and has_pairs]
+    assert complete
+    for key in complete:
+        assert sum(v * v for v in vectors[key].values()) == pytest.approx(1.0, abs=1e-9)
 
 
 def test_only_involving_blocks_new_records_without_all_pairs(spark, fodors):

@@ -25,6 +25,7 @@ from pyspark.sql import functions as F
 
 from em_spark.blocking import text
 from em_spark.blocking.prepared import LEFT, RIGHT, Prepared, oriented
+from em_spark.blocking.search import search, sparse_scorer
 from em_spark.config import BlockConf, KeyCapConf, MinHashConf, SortedNeighbourhoodConf, TokenBlockConf, TopKConf
 from em_spark.errors import ConfigError
 from em_spark.tables import pair_id_col
@@ -62,14 +63,16 @@ def plan_blocking(
     prep = _prepare(records, mode, only_involving, conf.exclude_attributes)
     parts: list[DataFrame] = []
     stats: dict[str, DataFrame] = {}
-    # Read by the top-k join, its statistics and the final scores: computed once.
+    # Read by the top-k statistics and the vectors; the vectors by the top-k search and
+    # the final scores: each computed once.
     weights = _term_weights(prep, conf.topk).localCheckpoint()
+    vectors = _sparse_vectors(weights, conf.topk, _cap_limit(conf.topk.cap, prep)).localCheckpoint()
     if conf.tokens.enabled:
         keys = _token_keys(prep, conf.tokens)
         pairs, stats["tokens"] = _key_pairs(prep, keys, conf.tokens.cap)
         parts.append(pairs.withColumn("blocker", F.lit("tokens")))
     if conf.topk.enabled:
-        pairs, stats["topk"] = _tfidf_topk(prep, weights, conf.topk)
+        pairs, stats["topk"] = _tfidf_topk(prep, weights, vectors, conf.topk)
         parts.append(pairs.withColumn("blocker", F.lit("topk")))
     if conf.minhash.enabled:
         keys = _minhash_keys(prep, conf.minhash)
@@ -86,17 +89,17 @@ def plan_blocking(
     if not parts:
         raise ConfigError("block: every blocker is disabled; enable at least one")
 
-    # Only top-k pairs come with a score over the uncapped terms.
+    # Only top-k pairs come with their score.
     no_score = F.lit(None).cast("double")
-    parts = [p if "uncapped_score" in p.columns else p.withColumn("uncapped_score", no_score) for p in parts]
+    parts = [p if "topk_score" in p.columns else p.withColumn("topk_score", no_score) for p in parts]
     union = parts[0]
     for part in parts[1:]:
         union = union.unionByName(part)
     pairs = union.groupBy("left_id", "right_id").agg(
         F.array_sort(F.collect_set("blocker")).alias("blockers"),
-        F.max("uncapped_score").alias("uncapped_score"),
+        F.max("topk_score").alias("topk_score"),
     )
-    candidates = _with_score(pairs, weights, prep, _cap_limit(conf.topk.cap, prep)).select(
+    candidates = _with_score(pairs, vectors, prep).select(
         pair_id_col("left_id", "right_id").alias("pair_id"),
         "left_id",
         "right_id",
@@ -286,17 +289,13 @@ PAIR_SPACE_WEIGHT = 0.1
 
 
 def _term_weights(prep: Prepared, conf: TopKConf) -> DataFrame:
-    """source, rid, is_new, term, df, w: sublinear TF-IDF, L2-normalized per term space
-    (words "w:", q-grams "q:", pair terms "p:") and scaled so that a dot product is the
-    weighted mean of the cosines: 1 per word or q-gram space, ``PAIR_SPACE_WEIGHT`` for
-    the pair terms."""
+    """source, rid, is_new, term, df, w: sublinear TF-IDF of each record's terms (words
+    "w:", q-grams "q:", pair terms "p:"), before normalization (``_sparse_vectors``)."""
     tokens = text.words(_values(prep, conf.attributes), conf.max_words_per_attribute)
     terms = F.transform(tokens, lambda t: F.concat(F.lit("w:"), t))
-    n_spaces = 1
     if conf.qgram:
         grams = F.transform(text.qgrams(tokens, conf.qgram), lambda g: F.concat(F.lit("q:"), g))
         terms = F.concat(terms, grams)
-        n_spaces = 2
     # Records (not their many term rows) are shuffled to one place per record, so the
     # term frequencies below are counted without another shuffle.
     per_record = prep.rec.select("source", "rid", "is_new", terms.alias("terms")).repartition("source", "rid")
@@ -304,21 +303,11 @@ def _term_weights(prep: Prepared, conf: TopKConf) -> DataFrame:
     tf = exploded.groupBy("source", "rid", "is_new", "term").agg(F.count("*").alias("tf"))
     counted = _with_df(tf)
     if conf.pair_terms >= 2:
-        # From the same joined rows: one shuffle of the term frequencies, not two.
+        # Read twice (pair terms, and the union): computed once.
+        counted = counted.localCheckpoint()
         counted = counted.unionByName(_with_df(_pair_terms(counted, _cap_limit(conf.cap, prep), conf.pair_terms)))
-    n = prep.n_records
-    idf = F.log(F.lit(n + 1.0) / (F.col("df") + 1.0)) + 1.0
-    weighted = counted.withColumn("w", (1.0 + F.log(F.col("tf"))) * idf)
-    space = Window.partitionBy("source", "rid", F.substring("term", 1, 1))
-    norm = F.sqrt(F.sum(F.col("w") * F.col("w")).over(space))
-    # Pair terms are there to create pairs, not to rank them: at full weight their few,
-    # high-idf terms outweighed the words and cost 4-9 PC points on the DeepMatcher sets.
-    # Per-side scales whose products give a weighted mean of the cosines, in [0, 1].
-    total = n_spaces + (PAIR_SPACE_WEIGHT if conf.pair_terms >= 2 else 0.0)
-    scale = F.when(F.col("term").startswith("p:"), F.lit((PAIR_SPACE_WEIGHT / total) ** 0.5)).otherwise(
-        F.lit((1.0 / total) ** 0.5)
-    )
-    return weighted.select("source", "rid", "is_new", "term", "df", (F.col("w") / norm * scale).alias("w"))
+    idf = F.log(F.lit(prep.n_records + 1.0) / (F.col("df") + 1.0)) + 1.0
+    return counted.select("source", "rid", "is_new", "term", "df", ((1.0 + F.log(F.col("tf"))) * idf).alias("w"))
 
 
 def _with_df(tf: DataFrame) -> DataFrame:
@@ -349,95 +338,104 @@ def _pair_terms(counted: DataFrame, limit: int, m: int) -> DataFrame:
     )
 
 
-def _tfidf_topk(prep: Prepared, weights: DataFrame, conf: TopKConf) -> tuple[DataFrame, DataFrame]:
-    """(left_id, right_id, uncapped_score: the dot product over the uncapped terms), key
-    stats. Not distinct: see ``_found``."""
+def _tfidf_topk(
+    prep: Prepared, weights: DataFrame, vectors: DataFrame, conf: TopKConf
+) -> tuple[DataFrame, DataFrame]:
+    """(left_id, right_id, topk_score: the pair's full TF-IDF cosine), key stats. Not
+    distinct: a pair found from both sides comes twice, and the union of all blockers
+    groups them (one grouping, not two)."""
     limit = _cap_limit(conf.cap, prep)
     stats = _key_stats(weights.select("source", "rid", F.col("term").alias("key")), prep, limit).localCheckpoint()
-    postings = weights.where((F.col("df") >= 2) & (F.col("df") <= limit)).select("source", "rid", "is_new", "term", "w")
-    left, right = _sides(postings, prep)
-    scored = _partial_scores(left, right, prep)
-    if prep.involving:
-        return _involving_topk(scored, prep, conf.k), stats
-    if prep.mode == "dedupe":
-        scored = scored.where(F.col("rid_l") != F.col("rid_r"))
-        return _found(oriented(_top(scored, "rid_l", "rid_r", conf.k), prep, "score")), stats
+    if prep.mode == "link":
+        left, right = vectors.where(F.col("source") == LEFT), vectors.where(F.col("source") == RIGHT)
+        if prep.involving:
+            # match-new: each involved record's k best partners, ranked over every record.
+            # An old record's own list is not re-ranked (that would re-score it against the
+            # whole table): ranked only among the new records, it would keep every new
+            # record sharing a term with it (measured: 4,034 candidates for 23 new DBLP-ACM
+            # records, 175 each).
+            directions = [(left.where("is_new"), right, conf.k, False), (right.where("is_new"), left, conf.k, True)]
+        else:
+            directions = [(left, right, conf.k, False)]
+            k_back = min(conf.k, conf.k * prep.n_left // max(prep.n_right, 1)) if conf.both_sides else 0
+            if k_back >= 1:
+                # Each right record's best left records, k scaled to add about k per left.
+                directions.append((right, left, k_back, True))
+    else:
+        queries = vectors.where("is_new") if prep.involving else vectors
+        directions = [(queries, vectors, conf.k, False)]
+    found: DataFrame | None = None
+    for queries, candidates, k, reverse in directions:
+        part = search(queries.where(F.size("terms") > 0), candidates.where(F.size("terms") > 0), conf.query_groups,
+                      sparse_scorer(k, exclude_self=prep.mode == "dedupe"))
+        if reverse:  # the queries were right records
+            part = part.select(F.col("rid_r").alias("rid_l"), F.col("rid_l").alias("rid_r"), "score")
+        found = part if found is None else found.unionByName(part)
+    assert found is not None
+    return oriented(found, prep, F.col("score").alias("topk_score")), stats
 
-    pairs = _top(scored, "rid_l", "rid_r", conf.k)
-    k_back = min(conf.k, conf.k * prep.n_left // max(prep.n_right, 1)) if conf.both_sides else 0
-    if k_back >= 1:
-        # The same scores seen from the right: each right record's best left records.
-        pairs = pairs.unionByName(_top(scored, "rid_r", "rid_l", k_back))
-    return _found(oriented(pairs, prep, "score")), stats
 
+def _sparse_vectors(weights: DataFrame, conf: TopKConf, limit: int) -> DataFrame:
+    """source, rid, is_new, terms/ws (hashed uncapped terms and their weights: they pair
+    records), cterms/cws (capped terms: they only add to a pair's score). Terms no other
+    record holds are left out once the norms are taken.
 
-def _involving_topk(scored: DataFrame, prep: Prepared, k: int) -> DataFrame:
-    """match-new: each involved record's k best partners, ranked over every record.
-
-    An old record's own list is not re-ranked (that would re-score it against the whole
-    table): ranked only among the new records, it would keep every new record sharing a
-    term with it (measured: 4,034 candidates for 23 new DBLP-ACM records, 175 each).
+    Weights are L2-normalized per term space and scaled so that a dot product is the
+    weighted mean of the cosines: 1 per word or q-gram space, ``PAIR_SPACE_WEIGHT`` for
+    the pair terms. Normalized per record after one grouping (no window, no sort).
     """
-    own = scored.where(F.col("is_new_l"))
-    if prep.mode == "dedupe":
-        own = own.where(F.col("rid_l") != F.col("rid_r"))
-        return _found(oriented(_top(own, "rid_l", "rid_r", k), prep, "score"))
-    forward = _top(own, "rid_l", "rid_r", k)
-    back = _top(scored.where(F.col("is_new_r")), "rid_r", "rid_l", k)
-    return _found(oriented(forward.unionByName(back), prep, "score"))
+    spaces = ["w"] + (["q"] if conf.qgram else []) + (["p"] if conf.pair_terms >= 2 else [])
+    total = len(spaces) - (1.0 - PAIR_SPACE_WEIGHT if "p" in spaces else 0.0)
+    entry = F.struct(F.substring("term", 1, 1).alias("space"), F.xxhash64("term").alias("h"), "w", "df")
+    grouped = weights.groupBy("source", "rid", "is_new").agg(F.collect_list(entry).alias("t"))
+
+    def norm(space: str) -> Column:
+        held = F.filter("t", lambda x: x["space"] == space)
+        return F.sqrt(F.aggregate(held, F.lit(0.0), lambda acc, x: acc + x["w"] * x["w"]))
+
+    # Pair terms are there to create pairs, not to rank them: at full weight their few,
+    # high-idf terms outweighed the words and cost 4-9 PC points on the DeepMatcher sets.
+    def factor(space: Column) -> Column:
+        cases = None
+        for name in spaces:
+            share = PAIR_SPACE_WEIGHT if name == "p" else 1.0
+            value = F.lit((share / total) ** 0.5) / F.col(f"norm_{name}")
+            cases = F.when(space == name, value) if cases is None else cases.when(space == name, value)
+        return cases
+
+    normed = grouped.select("source", "rid", "is_new", "t", *[norm(n).alias(f"norm_{n}") for n in spaces]).select(
+        "source", "rid", "is_new",
+        F.transform(
+            F.filter("t", lambda x: x["df"] >= 2), lambda x: x.withField("w", x["w"] * factor(x["space"]))
+        ).alias("t"),
+    )
+    uncapped = F.filter("t", lambda x: x["df"] <= limit)
+    capped = F.filter("t", lambda x: x["df"] > limit)
+    return normed.select(
+        "source", "rid", "is_new", uncapped["h"].alias("terms"), uncapped["w"].alias("ws"),
+        capped["h"].alias("cterms"), capped["w"].alias("cws"),
+    )
 
 
-def _found(pairs: DataFrame) -> DataFrame:
-    """left_id, right_id, uncapped_score. A pair found from both sides comes twice: the
-    union of all blockers groups them (one grouping, not two)."""
-    return pairs.withColumnRenamed("score", "uncapped_score")
-
-
-def _partial_scores(left: DataFrame, right: DataFrame, prep: Prepared) -> DataFrame:
-    """Dot products over the shared uncapped terms (a lower bound of the cosine)."""
-    joined = _involving_join(left.withColumnRenamed("w", "w_l"), right.withColumnRenamed("w", "w_r"), "term", prep)
-    # Rounded so that summation order cannot reorder near-ties between runs.
-    total = F.round(F.sum(F.col("w_l") * F.col("w_r")), 9)
-    # is_new follows from the id; grouped by so match-new can rank from the new side.
-    keys = ["rid_l", "rid_r", "is_new_l", "is_new_r"] if prep.involving else ["rid_l", "rid_r"]
-    return joined.groupBy(*keys).agg(total.alias("score"))
-
-
-def _top(scored: DataFrame, query: str, other: str, k: int) -> DataFrame:
-    """The k best rows per ``query`` (ties broken by id, so the output is deterministic)."""
-    rank = F.row_number().over(Window.partitionBy(query).orderBy(F.desc("score"), F.asc(other)))
-    return scored.withColumn("rank", rank).where(F.col("rank") <= k).drop("rank")
-
-
-def _with_score(pairs: DataFrame, weights: DataFrame, prep: Prepared, limit: int) -> DataFrame:
+def _with_score(pairs: DataFrame, vectors: DataFrame, prep: Prepared) -> DataFrame:
     """Add each pair's full TF-IDF cosine (every term, capped ones included).
 
-    A top-k pair comes with its dot product over the uncapped terms (``uncapped_score``,
-    from the term join), so only its few capped terms are looked up; a pair from another
-    blocker only is scored from the two whole vectors.
+    A top-k pair comes with it (``topk_score``, from the search); a pair from another
+    blocker only is scored from the two records' vectors.
     """
-    entry = F.struct("term", "w")
     right_source = RIGHT if prep.mode == "link" else LEFT
 
-    def side(source: str, id_col: str, vector: str) -> DataFrame:
-        # Grouped by the id alone, so the join below needs no second shuffle.
-        terms = weights.where(F.col("source") == source)
-        if vector == "capped":
-            terms = terms.where(F.col("df") > limit)
-        return terms.groupBy(F.col("rid").alias(id_col)).agg(
-            F.map_from_entries(F.collect_list(entry)).alias(f"{vector}_{id_col}")
-        )
+    def side(source: str, id_col: str) -> DataFrame:
+        whole = F.map_from_arrays(F.concat("terms", "cterms"), F.concat("ws", "cws"))
+        return vectors.where(F.col("source") == source).select(F.col("rid").alias(id_col), whole.alias(f"v_{id_col}"))
 
-    def scored(rows: DataFrame, vector: str, base: Column) -> DataFrame:
-        joined = rows.join(side(LEFT, "left_id", vector), "left_id", "left").join(
-            side(right_source, "right_id", vector), "right_id", "left"
-        )
-        score = F.round(base + _dot(F.col(f"{vector}_left_id"), F.col(f"{vector}_right_id")), 6)
-        return joined.select("left_id", "right_id", "blockers", score.alias("score"))
-
-    known = pairs.where(F.col("uncapped_score").isNotNull())
-    others = pairs.where(F.col("uncapped_score").isNull())
-    return scored(known, "capped", F.col("uncapped_score")).unionByName(scored(others, "all", F.lit(0.0)))
+    known = pairs.where(F.col("topk_score").isNotNull()).select(
+        "left_id", "right_id", "blockers", F.round("topk_score", 6).alias("score")
+    )
+    others = pairs.where(F.col("topk_score").isNull())
+    joined = others.join(side(LEFT, "left_id"), "left_id", "left").join(side(right_source, "right_id"), "right_id", "left")
+    score = F.round(_dot(F.col("v_left_id"), F.col("v_right_id")), 6)
+    return known.unionByName(joined.select("left_id", "right_id", "blockers", score.alias("score")))
 
 
 def _dot(a: Column, b: Column) -> Column:

