@@ -25,7 +25,7 @@ from pyspark.sql import functions as F
 
 from em_spark.blocking import text
 from em_spark.blocking.prepared import LEFT, RIGHT, Prepared, oriented
-from em_spark.blocking.search import search, sparse_scorer
+from em_spark.blocking.search import TermSpaces, pair_scores, search, sparse_scorer
 from em_spark.config import BlockConf, KeyCapConf, MinHashConf, SortedNeighbourhoodConf, TokenBlockConf, TopKConf
 from em_spark.errors import ConfigError
 from em_spark.tables import pair_id_col
@@ -66,13 +66,14 @@ def plan_blocking(
     # Read by the top-k statistics and the vectors; the vectors by the top-k search and
     # the final scores: each computed once.
     weights = _term_weights(prep, conf.topk).localCheckpoint()
-    vectors = _sparse_vectors(weights, conf.topk, _cap_limit(conf.topk.cap, prep)).localCheckpoint()
+    vectors = _sparse_vectors(weights).localCheckpoint()
+    spaces = _term_spaces(conf.topk, _cap_limit(conf.topk.cap, prep))
     if conf.tokens.enabled:
         keys = _token_keys(prep, conf.tokens)
         pairs, stats["tokens"] = _key_pairs(prep, keys, conf.tokens.cap)
         parts.append(pairs.withColumn("blocker", F.lit("tokens")))
     if conf.topk.enabled:
-        pairs, stats["topk"] = _tfidf_topk(prep, weights, vectors, conf.topk)
+        pairs, stats["topk"] = _tfidf_topk(prep, weights, vectors, spaces, conf.topk)
         parts.append(pairs.withColumn("blocker", F.lit("topk")))
     if conf.minhash.enabled:
         keys = _minhash_keys(prep, conf.minhash)
@@ -99,7 +100,7 @@ def plan_blocking(
         F.array_sort(F.collect_set("blocker")).alias("blockers"),
         F.max("topk_score").alias("topk_score"),
     )
-    candidates = _with_score(pairs, vectors, prep).select(
+    candidates = _with_score(pairs, vectors, spaces, prep).select(
         pair_id_col("left_id", "right_id").alias("pair_id"),
         "left_id",
         "right_id",
@@ -339,7 +340,7 @@ def _pair_terms(counted: DataFrame, limit: int, m: int) -> DataFrame:
 
 
 def _tfidf_topk(
-    prep: Prepared, weights: DataFrame, vectors: DataFrame, conf: TopKConf
+    prep: Prepared, weights: DataFrame, vectors: DataFrame, spaces: TermSpaces, conf: TopKConf
 ) -> tuple[DataFrame, DataFrame]:
     """(left_id, right_id, topk_score: the pair's full TF-IDF cosine), key stats. Not
     distinct: a pair found from both sides comes twice, and the union of all blockers
@@ -366,8 +367,7 @@ def _tfidf_topk(
         directions = [(queries, vectors, conf.k, False)]
     found: DataFrame | None = None
     for queries, candidates, k, reverse in directions:
-        part = search(queries.where(F.size("terms") > 0), candidates.where(F.size("terms") > 0), conf.query_groups,
-                      sparse_scorer(k, exclude_self=prep.mode == "dedupe"))
+        part = search(queries, candidates, conf.query_groups, sparse_scorer(k, prep.mode == "dedupe", spaces))
         if reverse:  # the queries were right records
             part = part.select(F.col("rid_r").alias("rid_l"), F.col("rid_l").alias("rid_r"), "score")
         found = part if found is None else found.unionByName(part)
@@ -375,49 +375,33 @@ def _tfidf_topk(
     return oriented(found, prep, F.col("score").alias("topk_score")), stats
 
 
-def _sparse_vectors(weights: DataFrame, conf: TopKConf, limit: int) -> DataFrame:
-    """source, rid, is_new, terms/ws (hashed uncapped terms and their weights: they pair
-    records), cterms/cws (capped terms: they only add to a pair's score). Terms no other
-    record holds are left out once the norms are taken.
+# Term space codes of the vectors: words, q-grams, pair terms.
+SPACES = "wqp"
 
-    Weights are L2-normalized per term space and scaled so that a dot product is the
-    weighted mean of the cosines: 1 per word or q-gram space, ``PAIR_SPACE_WEIGHT`` for
-    the pair terms. Normalized per record after one grouping (no window, no sort).
-    """
-    spaces = ["w"] + (["q"] if conf.qgram else []) + (["p"] if conf.pair_terms >= 2 else [])
-    total = len(spaces) - (1.0 - PAIR_SPACE_WEIGHT if "p" in spaces else 0.0)
-    entry = F.struct(F.substring("term", 1, 1).alias("space"), F.xxhash64("term").alias("h"), "w", "df")
-    grouped = weights.groupBy("source", "rid", "is_new").agg(F.collect_list(entry).alias("t"))
 
-    def norm(space: str) -> Column:
-        held = F.filter("t", lambda x: x["space"] == space)
-        return F.sqrt(F.aggregate(held, F.lit(0.0), lambda acc, x: acc + x["w"] * x["w"]))
-
+def _term_spaces(conf: TopKConf, limit: int) -> TermSpaces:
+    """Per space, the scale that makes a dot product the weighted mean of the cosines: 1
+    per word or q-gram space, ``PAIR_SPACE_WEIGHT`` for the pair terms."""
     # Pair terms are there to create pairs, not to rank them: at full weight their few,
     # high-idf terms outweighed the words and cost 4-9 PC points on the DeepMatcher sets.
-    def factor(space: Column) -> Column:
-        cases = None
-        for name in spaces:
-            share = PAIR_SPACE_WEIGHT if name == "p" else 1.0
-            value = F.lit((share / total) ** 0.5) / F.col(f"norm_{name}")
-            cases = F.when(space == name, value) if cases is None else cases.when(space == name, value)
-        return cases
+    shares = {"w": 1.0, "q": 1.0 if conf.qgram else 0.0, "p": PAIR_SPACE_WEIGHT if conf.pair_terms >= 2 else 0.0}
+    total = sum(shares.values())
+    return TermSpaces(scales=tuple((shares[name] / total) ** 0.5 for name in SPACES), limit=limit)
 
-    normed = grouped.select("source", "rid", "is_new", "t", *[norm(n).alias(f"norm_{n}") for n in spaces]).select(
-        "source", "rid", "is_new",
-        F.transform(
-            F.filter("t", lambda x: x["df"] >= 2), lambda x: x.withField("w", x["w"] * factor(x["space"]))
-        ).alias("t"),
+
+def _sparse_vectors(weights: DataFrame) -> DataFrame:
+    """source, rid, is_new and the record's raw TF-IDF vector as lists h (xxhash64 of the
+    term), w, df, space (code in ``SPACES``): normalized where it is read (TermSpaces), in
+    numpy, which on two cores is several times faster than SQL lambdas over the lists."""
+    entry = F.struct(
+        F.xxhash64("term").alias("h"), "w", F.col("df").cast("int").alias("df"),
+        (F.instr(F.lit(SPACES), F.substring("term", 1, 1)) - 1).alias("space"),
     )
-    uncapped = F.filter("t", lambda x: x["df"] <= limit)
-    capped = F.filter("t", lambda x: x["df"] > limit)
-    return normed.select(
-        "source", "rid", "is_new", uncapped["h"].alias("terms"), uncapped["w"].alias("ws"),
-        capped["h"].alias("cterms"), capped["w"].alias("cws"),
-    )
+    grouped = weights.groupBy("source", "rid", "is_new").agg(F.collect_list(entry).alias("t"))
+    return grouped.select("source", "rid", "is_new", *[F.col(f"t.{name}").alias(name) for name in ("h", "w", "df", "space")])
 
 
-def _with_score(pairs: DataFrame, vectors: DataFrame, prep: Prepared) -> DataFrame:
+def _with_score(pairs: DataFrame, vectors: DataFrame, spaces: TermSpaces, prep: Prepared) -> DataFrame:
     """Add each pair's full TF-IDF cosine (every term, capped ones included).
 
     A top-k pair comes with it (``topk_score``, from the search); a pair from another
@@ -425,24 +409,20 @@ def _with_score(pairs: DataFrame, vectors: DataFrame, prep: Prepared) -> DataFra
     """
     right_source = RIGHT if prep.mode == "link" else LEFT
 
-    def side(source: str, id_col: str) -> DataFrame:
-        whole = F.map_from_arrays(F.concat("terms", "cterms"), F.concat("ws", "cws"))
-        return vectors.where(F.col("source") == source).select(F.col("rid").alias(id_col), whole.alias(f"v_{id_col}"))
+    def side(source: str, id_col: str, prefix: str) -> DataFrame:
+        fields = [F.col(name).alias(prefix + name) for name in ("h", "w", "df", "space")]
+        return vectors.where(F.col("source") == source).select(F.col("rid").alias(id_col), *fields)
 
     known = pairs.where(F.col("topk_score").isNotNull()).select(
         "left_id", "right_id", "blockers", F.round("topk_score", 6).alias("score")
     )
-    others = pairs.where(F.col("topk_score").isNull())
-    joined = others.join(side(LEFT, "left_id"), "left_id", "left").join(side(right_source, "right_id"), "right_id", "left")
-    score = F.round(_dot(F.col("v_left_id"), F.col("v_right_id")), 6)
-    return known.unionByName(joined.select("left_id", "right_id", "blockers", score.alias("score")))
-
-
-def _dot(a: Column, b: Column) -> Column:
-    """Dot product of two term -> weight maps (0 where either is missing)."""
-    dot = F.aggregate(
-        F.map_entries(a),
-        F.lit(0.0),
-        lambda acc, e: acc + e["value"] * F.coalesce(F.try_element_at(b, e["key"]), F.lit(0.0)),
+    others = pairs.where(F.col("topk_score").isNull()).select("left_id", "right_id", "blockers")
+    joined = others.join(side(LEFT, "left_id", "l_"), "left_id", "left").join(
+        side(right_source, "right_id", "r_"), "right_id", "left"
     )
-    return F.when(a.isNull() | b.isNull(), F.lit(0.0)).otherwise(dot)
+    scored = joined.mapInArrow(
+        lambda batches: pair_scores(batches, spaces), "left_id string, right_id string, blockers array<string>, score double"
+    )
+    # array_compact: the Arrow output's lists may hold nulls by type; the table's may not.
+    blockers = F.array_compact("blockers").alias("blockers")
+    return known.unionByName(scored.select("left_id", "right_id", blockers, F.round("score", 6).alias("score")))

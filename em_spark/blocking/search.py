@@ -12,7 +12,8 @@ candidate id, so the result does not depend on partitioning) and dense embedding
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -53,20 +54,41 @@ def _flat(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     return indptr, pc.list_flatten(arr).to_numpy()
 
 
-def _csr(terms: pa.ChunkedArray, weights: pa.ChunkedArray, vocab: np.ndarray):
-    """Rows of (term hash, weight) lists as a CSR matrix over ``vocab`` (sorted hashes);
-    terms outside it are dropped (no candidate holds them)."""
+@dataclass(frozen=True)
+class TermSpaces:
+    """How a record's raw TF-IDF weights become its vector: L2-normalized per term space,
+    times the space's scale (``scales[code]``), so that a dot product is a weighted mean
+    of the cosines. Terms held by one record are left out once the norms are taken;
+    terms held by more than ``limit`` records do not pair records, they only add to the
+    score of a pair found through the others."""
+
+    scales: tuple[float, ...]
+    limit: int
+
+    def vectors(self, table: pa.Table, prefix: str = "") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(row, term hash, normalized weight, pairs records?) of every kept term of the
+        rows of ``table`` (list columns h, w, df, space, each name after ``prefix``)."""
+        indptr, hashes = _flat(table.column(prefix + "h"))
+        weights = _flat(table.column(prefix + "w"))[1].astype(np.float64)
+        held = _flat(table.column(prefix + "df"))[1]
+        space = _flat(table.column(prefix + "space"))[1].astype(np.int64)
+        rows = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+        cell = rows * len(self.scales) + space
+        norms = np.sqrt(np.bincount(cell, weights=weights * weights, minlength=(len(indptr) - 1) * len(self.scales)))
+        normalized = weights / norms[cell] * np.asarray(self.scales)[space]
+        kept = held >= 2
+        return rows[kept], hashes[kept], normalized[kept], held[kept] <= self.limit
+
+
+def _csr(rows: np.ndarray, hashes: np.ndarray, values: np.ndarray, n_rows: int, vocab: np.ndarray):
+    """(row, term hash, value) entries as a CSR matrix over ``vocab`` (sorted hashes);
+    terms outside it are dropped (the other side holds none of them)."""
     from scipy import sparse
 
-    indptr, hashes = _flat(terms)
-    _, values = _flat(weights)
     cols = np.searchsorted(vocab, hashes)
     cols[cols == len(vocab)] = 0
     known = vocab[cols] == hashes if len(vocab) else np.zeros(len(hashes), dtype=bool)
-    rows = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
-    matrix = sparse.csr_matrix(
-        (values[known], (rows[known], cols[known])), shape=(len(indptr) - 1, max(len(vocab), 1))
-    )
+    matrix = sparse.csr_matrix((values[known], (rows[known], cols[known])), shape=(n_rows, max(len(vocab), 1)))
     matrix.sort_indices()
     return matrix
 
@@ -81,48 +103,63 @@ def _best_per_row(rows: np.ndarray, cols: np.ndarray, scores: np.ndarray, n_rows
     return order[rank < k]
 
 
-def sparse_scorer(k: int, exclude_self: bool) -> Scorer:
-    """Top-k by the dot product of sparse vectors.
-
-    Columns per record: ``rid``, ``terms``/``ws`` (the terms that may pair records, as
-    xxhash64 values, and their weights) and ``cterms``/``cws`` (the other shared terms:
-    they add to the score of a pair found through the first ones, never create one).
-    """
+def sparse_scorer(k: int, exclude_self: bool, spaces: TermSpaces) -> Scorer:
+    """Top-k by the dot product of TF-IDF vectors (columns ``rid`` and the raw weights of
+    :class:`TermSpaces`), with each kept pair's full score: the pairing terms find it,
+    the capped terms add to it."""
 
     def score(queries: pa.Table, candidates: pa.Table) -> pa.Table:
         if queries.num_rows == 0 or candidates.num_rows == 0:
             return _empty()
         # Candidates in id order: a tie goes to the smaller column, i.e. the smaller id.
-        by_id = pc.sort_indices(candidates, sort_keys=[("rid", "ascending")])
-        candidates = candidates.take(by_id)
+        candidates = candidates.take(pc.sort_indices(candidates, sort_keys=[("rid", "ascending")]))
         c_ids = candidates.column("rid")
-        vocab = np.unique(_flat(candidates.column("terms"))[1])
-        c_vocab = np.unique(_flat(candidates.column("cterms"))[1])
-        pairing = _csr(candidates.column("terms"), candidates.column("ws"), vocab).T.tocsr()
-        c_rest = _csr(candidates.column("cterms"), candidates.column("cws"), c_vocab)
+        rows, hashes, values, pairing = spaces.vectors(candidates)
+        vocab, rest_vocab = np.unique(hashes[pairing]), np.unique(hashes[~pairing])
+        n_c = candidates.num_rows
+        c_pairing = _csr(rows[pairing], hashes[pairing], values[pairing], n_c, vocab).T.tocsr()
+        c_rest = _csr(rows[~pairing], hashes[~pairing], values[~pairing], n_c, rest_vocab)
         if exclude_self:
             # Each query's own column (queries and candidates are the same records).
             own = np.searchsorted(c_ids.to_numpy(zero_copy_only=False), queries.column("rid").to_numpy(zero_copy_only=False))
         parts = []
         for start in range(0, queries.num_rows, QUERY_SLICE):
             part = queries.slice(start, QUERY_SLICE)
-            sims = (_csr(part.column("terms"), part.column("ws"), vocab) @ pairing).tocoo()
-            rows, cols, values = sims.row.astype(np.int64), sims.col.astype(np.int64), sims.data
+            q_rows, q_hashes, q_values, q_pairing = spaces.vectors(part)
+            n_q = part.num_rows
+            sims = (_csr(q_rows[q_pairing], q_hashes[q_pairing], q_values[q_pairing], n_q, vocab) @ c_pairing).tocoo()
+            rows_, cols, found = sims.row.astype(np.int64), sims.col.astype(np.int64), sims.data
             if exclude_self:
-                keep = cols != own[start + rows]
-                rows, cols, values = rows[keep], cols[keep], values[keep]
-            best = _best_per_row(rows, cols, np.round(values, SCORE_DECIMALS), part.num_rows, k)
-            rows, cols, values = rows[best], cols[best], values[best]
-            q_rest = _csr(part.column("cterms"), part.column("cws"), c_vocab)
-            rest = np.asarray(q_rest[rows].multiply(c_rest[cols]).sum(axis=1)).ravel()
+                keep = cols != own[start + rows_]
+                rows_, cols, found = rows_[keep], cols[keep], found[keep]
+            best = _best_per_row(rows_, cols, np.round(found, SCORE_DECIMALS), n_q, k)
+            rows_, cols, found = rows_[best], cols[best], found[best]
+            q_rest = _csr(q_rows[~q_pairing], q_hashes[~q_pairing], q_values[~q_pairing], n_q, rest_vocab)
+            rest = np.asarray(q_rest[rows_].multiply(c_rest[cols]).sum(axis=1)).ravel()
             parts.append(pa.table({
-                "rid_l": part.column("rid").take(pa.array(rows)),
+                "rid_l": part.column("rid").take(pa.array(rows_)),
                 "rid_r": c_ids.take(pa.array(cols)),
-                "score": pa.array(values + rest, pa.float64()),
+                "score": pa.array(found + rest, pa.float64()),
             }))
         return pa.concat_tables(parts) if parts else _empty()
 
     return score
+
+
+def pair_scores(batches: Iterator[pa.RecordBatch], spaces: TermSpaces) -> Iterator[pa.RecordBatch]:
+    """left_id, right_id, blockers, score: the dot product of the pair's two TF-IDF
+    vectors (the raw weights of :class:`TermSpaces`, columns after ``l_`` and ``r_``),
+    for ``mapInArrow``."""
+    for batch in batches:
+        table = pa.Table.from_batches([batch])
+        n = table.num_rows
+        l_rows, l_hashes, l_values, _ = spaces.vectors(table, "l_")
+        r_rows, r_hashes, r_values, _ = spaces.vectors(table, "r_")
+        vocab = np.unique(l_hashes)
+        dot = _csr(l_rows, l_hashes, l_values, n, vocab).multiply(_csr(r_rows, r_hashes, r_values, n, vocab))
+        score = np.asarray(dot.sum(axis=1)).ravel()
+        out = table.select(["left_id", "right_id", "blockers"]).append_column("score", pa.array(score, pa.float64()))
+        yield from out.to_batches()
 
 
 def dense_scorer(k: int, exclude_self: bool) -> Scorer:
