@@ -390,15 +390,19 @@ def _term_spaces(conf: TopKConf, limit: int) -> TermSpaces:
 
 
 def _sparse_vectors(weights: DataFrame) -> DataFrame:
-    """source, rid, is_new and the record's raw TF-IDF vector as lists h (xxhash64 of the
-    term), w, df, space (code in ``SPACES``): normalized where it is read (TermSpaces), in
-    numpy, which on two cores is several times faster than SQL lambdas over the lists."""
-    entry = F.struct(
-        F.xxhash64("term").alias("h"), "w", F.col("df").cast("int").alias("df"),
-        (F.instr(F.lit(SPACES), F.substring("term", 1, 1)) - 1).alias("space"),
+    """source, rid, is_new, the record's raw TF-IDF vector as lists h (xxhash64 of the
+    term), w, df, space (code in ``SPACES``) of the terms held by another record too, and
+    ``norms``: per space, the length over all its terms. Normalized where it is read
+    (TermSpaces), in numpy: on two cores SQL lambdas over the lists took longer than the
+    whole search."""
+    code = F.instr(F.lit(SPACES), F.substring("term", 1, 1)) - 1
+    entry = F.struct(F.xxhash64("term").alias("h"), "w", F.col("df").cast("int").alias("df"), code.alias("space"))
+    norms = [F.sqrt(F.sum(F.when(code == i, F.col("w") * F.col("w")).otherwise(0.0))) for i in range(len(SPACES))]
+    grouped = weights.groupBy("source", "rid", "is_new").agg(
+        F.collect_list(F.when(F.col("df") >= 2, entry)).alias("t"), F.array(*norms).alias("norms")
     )
-    grouped = weights.groupBy("source", "rid", "is_new").agg(F.collect_list(entry).alias("t"))
-    return grouped.select("source", "rid", "is_new", *[F.col(f"t.{name}").alias(name) for name in ("h", "w", "df", "space")])
+    fields = [F.col(f"t.{name}").alias(name) for name in ("h", "w", "df", "space")]
+    return grouped.select("source", "rid", "is_new", *fields, "norms")
 
 
 def _with_score(pairs: DataFrame, vectors: DataFrame, spaces: TermSpaces, prep: Prepared) -> DataFrame:
@@ -410,7 +414,7 @@ def _with_score(pairs: DataFrame, vectors: DataFrame, spaces: TermSpaces, prep: 
     right_source = RIGHT if prep.mode == "link" else LEFT
 
     def side(source: str, id_col: str, prefix: str) -> DataFrame:
-        fields = [F.col(name).alias(prefix + name) for name in ("h", "w", "df", "space")]
+        fields = [F.col(name).alias(prefix + name) for name in ("h", "w", "df", "space", "norms")]
         return vectors.where(F.col("source") == source).select(F.col("rid").alias(id_col), *fields)
 
     known = pairs.where(F.col("topk_score").isNotNull()).select(

@@ -56,28 +56,26 @@ def _flat(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass(frozen=True)
 class TermSpaces:
-    """How a record's raw TF-IDF weights become its vector: L2-normalized per term space,
-    times the space's scale (``scales[code]``), so that a dot product is a weighted mean
-    of the cosines. Terms held by one record are left out once the norms are taken;
-    terms held by more than ``limit`` records do not pair records, they only add to the
-    score of a pair found through the others."""
+    """How a record's raw TF-IDF weights become its vector: divided by the length of their
+    term space, times the space's scale (``scales[code]``), so that a dot product is a
+    weighted mean of the cosines. Terms held by more than ``limit`` records do not pair
+    records, they only add to the score of a pair found through the others."""
 
     scales: tuple[float, ...]
     limit: int
 
     def vectors(self, table: pa.Table, prefix: str = "") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(row, term hash, normalized weight, pairs records?) of every kept term of the
-        rows of ``table`` (list columns h, w, df, space, each name after ``prefix``)."""
+        """(row, term hash, normalized weight, pairs records?) of the terms of the rows of
+        ``table`` (list columns h, w, df, space, norms, each name after ``prefix``)."""
         indptr, hashes = _flat(table.column(prefix + "h"))
         weights = _flat(table.column(prefix + "w"))[1].astype(np.float64)
         held = _flat(table.column(prefix + "df"))[1]
         space = _flat(table.column(prefix + "space"))[1].astype(np.int64)
         rows = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
-        cell = rows * len(self.scales) + space
-        norms = np.sqrt(np.bincount(cell, weights=weights * weights, minlength=(len(indptr) - 1) * len(self.scales)))
-        normalized = weights / norms[cell] * np.asarray(self.scales)[space]
-        kept = held >= 2
-        return rows[kept], hashes[kept], normalized[kept], held[kept] <= self.limit
+        # Where a row's norms start (a row without a vector, from an outer join, has none).
+        norms_at, norms = _flat(table.column(prefix + "norms"))
+        normalized = weights / norms.astype(np.float64)[norms_at[rows] + space] * np.asarray(self.scales)[space]
+        return rows, hashes, normalized, held <= self.limit
 
 
 def _csr(rows: np.ndarray, hashes: np.ndarray, values: np.ndarray, n_rows: int, vocab: np.ndarray):
