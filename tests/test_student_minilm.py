@@ -15,7 +15,7 @@ from em_spark.match_model import MatchModel
 from em_spark.mlflow_store import MlflowStore
 from em_spark.rationale import check_rationale
 from em_spark.serialize import serialize_pair
-from em_spark.student.inference import MATCH_TEXT, NO_MATCH_TEXT, label_start_ids, parse_verdict
+from em_spark.student.inference import MATCH_TEXT, NO_MATCH_TEXT, has_verdict_head, label_start_ids, parse_verdict
 from em_spark.student.presets import MINILM_PRESET, build_minilm, packaged_minilm_folder
 from em_spark.student.tracking import log_student
 from em_spark.student.training import serializer_settings
@@ -103,10 +103,32 @@ def test_saved_to_mlflow_and_reloaded_gives_the_same_p_match(fitted, tmp_path):
     after, _ = again.predict_proba(lefts, rights)
     assert np.allclose(before, after, atol=1e-6)
     assert type(again.student.model).__name__ == "EncoderDecoderModel"
+    assert has_verdict_head(again.student.model)
     with store.active():
         pyfunc = mlflow.pyfunc.load_model(uri)
     rows = pyfunc.predict(pd.DataFrame({"left": lefts, "right": rights}))
     assert np.allclose(rows["p_match"].to_numpy(), after, atol=1e-6)
+
+
+def test_the_verdict_comes_from_the_encoder_head(fitted):
+    import torch
+
+    model, _, valid, _ = fitted
+    student = model.student
+    assert has_verdict_head(student.model)
+    texts = student.serialize_pairs([l for l, _, _ in valid], [r for _, r, _ in valid])
+    linear = student.model.verdict_head[1]
+    saved = linear.weight.detach().clone(), linear.bias.detach().clone()
+    try:
+        with torch.no_grad():
+            linear.weight.zero_()
+            linear.bias.fill_(2.0)
+        # the head alone decides: a constant logit of 2 whatever the decoder would say
+        assert np.allclose(student.p_match(texts), 1 / (1 + np.exp(-2.0)), atol=1e-6)
+    finally:
+        with torch.no_grad():
+            linear.weight.copy_(saved[0])
+            linear.bias.copy_(saved[1])
 
 
 def test_the_preset_without_the_embeddings_extra_is_one_line_naming_it(monkeypatch, tmp_path):

@@ -60,6 +60,62 @@ def label_start_ids(tokenizer: Any) -> tuple[int, int]:
     return match_ids[0], no_match_ids[0]
 
 
+# A student may carry a verdict head on its encoder (the minilm-l6 preset): p_match is then
+# read from the encoder alone, and the decoder writes the rationale. The head is a
+# submodule of the Hugging Face model, saved with its weights, flagged in its config.
+VERDICT_HEAD = "verdict_head"
+VERDICT_HEAD_FLAG = "em_verdict_head"
+
+
+def add_verdict_head(model: Any) -> None:
+    """Give ``model`` a verdict head: a logit from its encoder's pooled first token."""
+    hidden = model.get_encoder().config.hidden_size
+    setattr(model, VERDICT_HEAD, torch.nn.Sequential(torch.nn.Dropout(0.1), torch.nn.Linear(hidden, 1)))
+    setattr(model.config, VERDICT_HEAD_FLAG, True)
+
+
+def has_verdict_head(model: Any) -> bool:
+    return getattr(model, VERDICT_HEAD, None) is not None
+
+
+def verdict_logits(model: Any, encoder_outputs: Any) -> torch.Tensor:
+    """The verdict head's match logit per row, from the encoder's outputs (its pooler's
+    output where it has one: BERT's [CLS] through a dense layer and tanh)."""
+    pooled = getattr(encoder_outputs, "pooler_output", None)
+    if pooled is None:
+        pooled = encoder_outputs.last_hidden_state[:, 0]
+    return getattr(model, VERDICT_HEAD)(pooled).squeeze(-1)
+
+
+def _load_seq2seq(folder: Path, dtype: torch.dtype) -> Any:
+    """The saved model, with its verdict head when its config says it has one."""
+    from transformers import AutoModelForSeq2SeqLM
+    from transformers.utils import logging as hf_logging
+
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    if not config.get(VERDICT_HEAD_FLAG):
+        return AutoModelForSeq2SeqLM.from_pretrained(folder, dtype=dtype)
+    verbosity = hf_logging.get_verbosity()
+    # Transformers does not know the head: "some weights were not used" is expected.
+    hf_logging.set_verbosity_error()
+    try:
+        model = AutoModelForSeq2SeqLM.from_pretrained(folder, dtype=dtype)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    from safetensors import safe_open
+
+    add_verdict_head(model)
+    prefix = VERDICT_HEAD + "."
+    with safe_open(str(folder / "model.safetensors"), framework="pt") as weights:
+        state = {k[len(prefix):]: weights.get_tensor(k) for k in weights.keys() if k.startswith(prefix)}
+    if not state:
+        raise InputError(f"{folder}: the config names a verdict head but model.safetensors has no {prefix}* weights")
+    head = getattr(model, VERDICT_HEAD)
+    head.load_state_dict(state)
+    head.to(dtype)
+    return model
+
+
 def save_student(
     model: Any,
     tokenizer: Any,
@@ -191,7 +247,7 @@ class StudentPredictor:
         cls, uri: str, device: str | None = None, dtype: str | None = None, store: MlflowStore | None = None
     ) -> "StudentPredictor":
         """``store``: the MLflow store an MLflow ``uri`` lives in (jobs always pass it)."""
-        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
         folder = find_student_dir(resolve_model_dir(str(uri), store))
         meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
@@ -205,7 +261,7 @@ class StudentPredictor:
         except InputError as exc:
             raise InputError(f"{folder}: {exc}") from None
         dev = pick_device(device)
-        model = AutoModelForSeq2SeqLM.from_pretrained(folder, dtype=pick_dtype(dtype, dev))
+        model = _load_seq2seq(folder, pick_dtype(dtype, dev))
         tokenizer = AutoTokenizer.from_pretrained(folder)
         return cls(
             model.to(dev),
@@ -234,10 +290,15 @@ class StudentPredictor:
             yield idx, {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
 
     def p_match(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        """P("match" | first decoder step), renormalized over the two verdict starts."""
+        """P(match): from the verdict head where the model has one, else P("match" | first
+        decoder step), renormalized over the two verdict starts."""
         out = np.zeros(len(texts), dtype=np.float64)
         with torch.inference_mode():
             for idx, batch in self._batches(texts, batch_size):
+                if has_verdict_head(self.model):
+                    encoded = self.model.get_encoder()(**batch)
+                    out[idx] = torch.sigmoid(verdict_logits(self.model, encoded).float()).cpu().numpy()
+                    continue
                 start = torch.full(
                     (len(idx), 1), self.decoder_start_id, dtype=torch.long, device=self.device
                 )

@@ -23,7 +23,7 @@ from typing import Any
 from em_spark.errors import InputError
 from em_spark.serialize import HINT_LETTERS, HINT_VOCABULARY
 from em_spark.serialize import HINT_WORD
-from em_spark.student.inference import MATCH_TEXT, NO_MATCH_TEXT, label_start_ids
+from em_spark.student.inference import MATCH_TEXT, NO_MATCH_TEXT, add_verdict_head, label_start_ids
 
 
 # name -> (T5Config arguments, tokenizer vocabulary size)
@@ -169,6 +169,9 @@ def build_minilm(out_dir: str | Path | None = None) -> tuple[Any, Any]:
         config.pad_token_id = tokenizer.pad_token_id
         config.eos_token_id = tokenizer.sep_token_id
     label_start_ids(tokenizer)
+    # The verdict is read from the encoder (a cross-encoder, as the pretrained encoder was
+    # fine-tuned in the probes of docs/STUDENT.md); the decoder writes the rationale.
+    add_verdict_head(model)
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         model.save_pretrained(out_dir)

@@ -34,8 +34,10 @@ from em_spark.student.inference import (
     MATCH_TEXT,
     NO_MATCH_TEXT,
     StudentPredictor,
+    has_verdict_head,
     pad_batch,
     pick_device,
+    verdict_logits,
 )
 from em_spark.student.optim import learning_rate_factor, length_bucketed_batches
 from em_spark.student.presets import load_base_model
@@ -169,6 +171,8 @@ def train_student(
     n_pos = sum(e.label for e in train)
     pos_weight = conf.positive_weight or max(1.0, (len(train) - n_pos) / n_pos)
     weights = torch.tensor([pos_weight if e.label == 1 else 1.0 for e in train])
+    labels = torch.tensor([float(e.label) for e in train])
+    with_head = has_verdict_head(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=conf.learning_rate, weight_decay=conf.weight_decay)
     steps_per_epoch = math.ceil(len(train) / (conf.batch_size * conf.grad_accum))
     total_steps = max(1, steps_per_epoch * conf.max_epochs)
@@ -223,12 +227,21 @@ def train_student(
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 # the targets shifted right, as the model would from labels= (the loss is ours)
                 shifted = model.prepare_decoder_input_ids_from_labels(labels=target)
-                logits = model(input_ids=ids, attention_mask=mask, decoder_input_ids=shifted).logits
+                encoded = model.get_encoder()(input_ids=ids, attention_mask=mask)
+                logits = model(encoder_outputs=encoded, attention_mask=mask, decoder_input_ids=shifted).logits
+                head_logits = verdict_logits(model, encoded) if with_head else None
             token_loss = torch.nn.functional.cross_entropy(
                 logits.float().transpose(1, 2), target, ignore_index=-100, reduction="none"
             )
             per_pair = token_loss.sum(1) / (target != -100).sum(1).clamp(min=1)
-            per_pair = per_pair + conf.verdict_loss_weight * token_loss[:, 0]
+            if head_logits is not None:
+                # The verdict comes from the head: its loss replaces the verdict token's.
+                verdict_loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                    head_logits.float(), labels[batch].to(device), reduction="none"
+                )
+            else:
+                verdict_loss = token_loss[:, 0]
+            per_pair = per_pair + conf.verdict_loss_weight * verdict_loss
             w = weights[batch].to(device)
             loss = (per_pair * w).sum() / w.sum()
             (loss / conf.grad_accum).backward()
