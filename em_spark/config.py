@@ -325,7 +325,11 @@ class TrainConf(Section):
     warmup_steps: int = Field(default=20, ge=0)
     # Extra loss weight on the verdict's first token (the one p_match reads), the same in
     # every mode: without it a long explanation dilutes the verdict to ~1/40 of the loss.
+    # Not used by a model with a verdict head (minilm-l6), which learns its verdict alone.
     verdict_loss_weight: float = Field(default=1.0, ge=0)
+    # A model with a verdict head: the share of the budget in which the encoder and head
+    # learn the verdict, before the decoder learns the rationales over the frozen encoder.
+    verdict_budget_share: float = Field(default=0.6, gt=0, lt=1)
     # Early stopping: stop after this many validations without a better valid F1.
     patience: int = Field(default=3, ge=1)
     # Validate every N optimizer steps (None: once per epoch).

@@ -131,6 +131,30 @@ def test_the_verdict_comes_from_the_encoder_head(fitted):
             linear.bias.copy_(saved[1])
 
 
+def test_the_head_learns_the_verdict_first_then_the_decoder_the_rationales(fitted):
+    from safetensors.torch import load_file
+
+    from em_spark.student.training import evaluate_f1, PairExample
+
+    model, _, valid, _ = fitted
+    result = model.fit_info["result"]
+    phases = [h["phase"] for h in result.history]
+    assert phases[0] == "verdict" and phases[-1] == "rationale"
+    assert phases == sorted(phases, key=["verdict", "rationale"].index)
+    # the rationale phase trained the decoder ...
+    packaged = load_file(packaged_minilm_folder() / "model.safetensors")
+    name = next(k for k in packaged if k.endswith("encoder.layer.0.attention.self.query.weight"))
+    decoder_query = model.student.model.decoder.bert.encoder.layer[0].attention.self.query.weight
+    assert not np.allclose(packaged[name].numpy(), decoder_query.detach().float().numpy())
+    # ... and left the verdict as the verdict phase's best validation chose it
+    student = model.student
+    texts = student.serialize_pairs([l for l, _, _ in valid], [r for _, r, _ in valid])
+    examples = [PairExample(t, int(y)) for t, (_, _, y) in zip(texts, valid)]
+    threshold, f1 = evaluate_f1(student, examples, batch_size=8)
+    assert f1 == pytest.approx(result.valid_f1)
+    assert threshold == pytest.approx(result.threshold)
+
+
 def test_the_preset_without_the_embeddings_extra_is_one_line_naming_it(monkeypatch, tmp_path):
     real_import = builtins.__import__
 
