@@ -11,7 +11,8 @@ import pytest
 from pyspark.sql import functions as F
 
 from em_spark.bench.blocking import load_dataset
-from em_spark.blocking import candidate_pairs, core, plan_blocking
+from em_spark.blocking import candidate_pairs, core, plan_blocking, text
+from em_spark.blocking import vectors as vectors_module
 from em_spark.blocking.encoder import fine_tune_encoder, with_learned_encoder
 from em_spark.blocking.report import blocking_report
 from em_spark.cli import main
@@ -77,12 +78,33 @@ def test_score_is_the_full_cosine_whichever_blocker_found_the_pair(spark, fodors
     rows = plan.candidates.collect()
     prep = plan.prepared
     limit = core._cap_limit(conf.topk.cap, prep)
-    # The reference vectors, from the raw term weights: unit length per term space (words,
-    # pair terms), times the space's share (1 and PAIR_SPACE_WEIGHT, over their sum).
+    # The reference vectors, in plain Python from each record's words: sublinear TF-IDF;
+    # pair terms from the m rarest capped words (fewest records, then the smaller xxhash64
+    # of "w:word"); unit length per term space (words, pair terms), times the space's
+    # share (1 and PAIR_SPACE_WEIGHT, over their sum).
+    values = text.attribute_values(F.col("attributes"), conf.topk.attributes, prep.exclude)
+    tokens = text.words(values, conf.topk.max_words_per_attribute)
+    words = {(r["source"], r["rid"]): r["words"] for r in prep.rec.select("source", "rid", tokens.alias("words")).collect()}
+    df = Counter(t for ws in words.values() for t in set(ws))
+    hashed = spark.createDataFrame([(t,) for t in df], "t string").select("t", F.xxhash64(F.concat(F.lit("w:"), "t")).alias("h"))
+    hashes = {r["t"]: r["h"] for r in hashed.collect()}
+    m = conf.topk.pair_terms
+    pair_terms = {}
+    for key, ws in words.items():
+        rarest = sorted((df[t], hashes[t], t) for t in set(ws) if df[t] > limit)[:m]
+        names = sorted(t for _, _, t in rarest)
+        pair_terms[key] = [f"p:{a}|{b}" for i, a in enumerate(names) for b in names[i + 1 :]]
+    df |= Counter(t for ts in pair_terms.values() for t in ts)
+
+    def idf(term: str) -> float:
+        return math.log((prep.n_records + 1) / (df[term] + 1)) + 1
+
     raw: dict[tuple[str, str], dict[str, tuple[float, int]]] = {}
-    for w in core._term_weights(prep, conf.topk).collect():
-        raw.setdefault((w["source"], w["rid"]), {})[w["term"]] = (w["w"], w["df"])
-    shares = {"w": 1.0, "p": core.PAIR_SPACE_WEIGHT}
+    for key, ws in words.items():
+        raw[key] = {f"w:{t}": ((1 + math.log(c)) * idf(t), df[t]) for t, c in Counter(ws).items()}
+        raw[key] |= {t: (idf(t), df[t]) for t in pair_terms[key]}
+    assert any(pair_terms.values())
+    shares = {"w": 1.0, "p": vectors_module.PAIR_SPACE_WEIGHT}
     vectors: dict[tuple[str, str], dict[str, float]] = {}
     for key, terms in raw.items():
         norms = {space: math.sqrt(sum(w * w for t, (w, _) in terms.items() if t[0] == space)) for space in shares}

@@ -26,6 +26,7 @@ from pyspark.sql import functions as F
 from em_spark.blocking import text
 from em_spark.blocking.prepared import LEFT, RIGHT, Prepared, oriented
 from em_spark.blocking.search import TermSpaces, pair_scores, search, sparse_scorer
+from em_spark.blocking.vectors import key_counts, record_vectors
 from em_spark.config import BlockConf, KeyCapConf, MinHashConf, SortedNeighbourhoodConf, TokenBlockConf, TopKConf
 from em_spark.errors import ConfigError
 from em_spark.tables import pair_id_col
@@ -65,15 +66,14 @@ def plan_blocking(
     stats: dict[str, DataFrame] = {}
     # Read by the top-k statistics and the vectors; the vectors by the top-k search and
     # the final scores: each computed once.
-    weights = _term_weights(prep, conf.topk).localCheckpoint()
-    vectors = _sparse_vectors(weights).localCheckpoint()
-    spaces = _term_spaces(conf.topk, _cap_limit(conf.topk.cap, prep))
+    tfidf = record_vectors(prep, conf.topk, _values(prep, conf.topk.attributes), _cap_limit(conf.topk.cap, prep))
+    vectors, spaces = tfidf.vectors.localCheckpoint(), tfidf.spaces
     if conf.tokens.enabled:
         keys = _token_keys(prep, conf.tokens)
         pairs, stats["tokens"] = _key_pairs(prep, keys, conf.tokens.cap)
         parts.append(pairs.withColumn("blocker", F.lit("tokens")))
     if conf.topk.enabled:
-        pairs, stats["topk"] = _tfidf_topk(prep, weights, vectors, spaces, conf.topk)
+        pairs, stats["topk"] = _tfidf_topk(prep, tfidf.counts, vectors, spaces, conf.topk)
         parts.append(pairs.withColumn("blocker", F.lit("topk")))
     if conf.minhash.enabled:
         keys = _minhash_keys(prep, conf.minhash)
@@ -184,7 +184,7 @@ def _key_pairs(prep: Prepared, keys: DataFrame, cap: KeyCapConf) -> tuple[DataFr
     """Pairs of records sharing a key (source, rid, is_new, key), under the cap."""
     # Checkpointed: both the statistics and the join read the keys.
     keys = keys.where(F.col("key").isNotNull()).dropDuplicates(["source", "rid", "key"]).localCheckpoint()
-    stats = _key_stats(keys, prep, _cap_limit(cap, prep)).localCheckpoint()
+    stats = _key_stats(key_counts(keys), prep, _cap_limit(cap, prep)).localCheckpoint()
     kept = keys.join(stats.where(~F.col("dropped") & (F.col("pairs") > 0)).select("key"), "key", "left_semi")
     a, b = _sides(kept, prep)
     joined = _involving_join(a, b, "key", prep)
@@ -193,16 +193,14 @@ def _key_pairs(prep: Prepared, keys: DataFrame, cap: KeyCapConf) -> tuple[DataFr
     return oriented(joined, prep).distinct(), stats
 
 
-def _key_stats(keys: DataFrame, prep: Prepared, limit: int) -> DataFrame:
-    """Per key: records holding it, the pairs it would make, and whether the cap drops it."""
-    n_left = F.sum(F.when(F.col("source") == LEFT, 1).otherwise(0))
-    n_right = F.sum(F.when(F.col("source") == RIGHT, 1).otherwise(0))
-    agg = keys.groupBy("key").agg(F.count("*").alias("records"), n_left.alias("n_left"), n_right.alias("n_right"))
+def _key_stats(counts: DataFrame, prep: Prepared, limit: int) -> DataFrame:
+    """Per key held by 2+ records (``counts``: key, records, n_left, n_right): the records
+    holding it, the pairs it would make, and whether the cap drops it."""
     if prep.mode == "link":
         pairs = F.col("n_left").cast("long") * F.col("n_right")
     else:
         pairs = F.col("records").cast("long") * (F.col("records") - 1) / 2
-    return agg.where(F.col("records") >= 2).select(
+    return counts.where(F.col("records") >= 2).select(
         "key",
         "records",
         pairs.cast("long").alias("pairs"),
@@ -285,68 +283,14 @@ def _sorted_neighbourhood(prep: Prepared, conf: SortedNeighbourhoodConf) -> Data
 # --- TF-IDF top-k ----------------------------------------------------------------------
 
 
-# How much the pair-term cosine counts in a top-k score, relative to a word space.
-PAIR_SPACE_WEIGHT = 0.1
-
-
-def _term_weights(prep: Prepared, conf: TopKConf) -> DataFrame:
-    """source, rid, is_new, term, df, w: sublinear TF-IDF of each record's terms (words
-    "w:", q-grams "q:", pair terms "p:"), before normalization (``_sparse_vectors``)."""
-    tokens = text.words(_values(prep, conf.attributes), conf.max_words_per_attribute)
-    terms = F.transform(tokens, lambda t: F.concat(F.lit("w:"), t))
-    if conf.qgram:
-        grams = F.transform(text.qgrams(tokens, conf.qgram), lambda g: F.concat(F.lit("q:"), g))
-        terms = F.concat(terms, grams)
-    # Records (not their many term rows) are shuffled to one place per record, so the
-    # term frequencies below are counted without another shuffle.
-    per_record = prep.rec.select("source", "rid", "is_new", terms.alias("terms")).repartition("source", "rid")
-    exploded = per_record.select("source", "rid", "is_new", F.explode("terms").alias("term"))
-    tf = exploded.groupBy("source", "rid", "is_new", "term").agg(F.count("*").alias("tf"))
-    counted = _with_df(tf)
-    if conf.pair_terms >= 2:
-        # Read twice (pair terms, and the union): computed once.
-        counted = counted.localCheckpoint()
-        counted = counted.unionByName(_with_df(_pair_terms(counted, _cap_limit(conf.cap, prep), conf.pair_terms)))
-    idf = F.log(F.lit(prep.n_records + 1.0) / (F.col("df") + 1.0)) + 1.0
-    return counted.select("source", "rid", "is_new", "term", "df", ((1.0 + F.log(F.col("tf"))) * idf).alias("w"))
-
-
-def _with_df(tf: DataFrame) -> DataFrame:
-    """Add each term's document frequency (records holding it) to term-frequency rows."""
-    return tf.join(tf.groupBy("term").agg(F.count("*").alias("df")), "term")
-
-
-def _pair_terms(counted: DataFrame, limit: int, m: int) -> DataFrame:
-    """source, rid, is_new, term ("p:a|b"), tf (1): pairs of each record's m rarest capped
-    words, from term rows with their df."""
-    capped = counted.where((F.col("df") > limit) & F.col("term").startswith("w:"))
-    rarest = capped.groupBy("source", "rid", "is_new").agg(
-        F.slice(F.array_sort(F.collect_list(F.struct("df", "term"))), 1, m).alias("picked")
-    )
-    # Sorted by name, so that both records spell a pair the same way.
-    words = F.array_sort(F.transform("picked", lambda x: F.substring(x["term"], 3, 1 << 20)))
-    pairs = F.flatten(F.transform(
-        F.sequence(F.lit(1), F.size(words) - 1),
-        lambda i: F.transform(
-            F.slice(words, i + 1, F.size(words) - i),
-            lambda other: F.concat(F.lit("p:"), F.element_at(words, i), F.lit("|"), other),
-        ),
-    ))
-    return (
-        rarest.where(F.size("picked") >= 2)
-        .select("source", "rid", "is_new", F.explode(pairs).alias("term"))
-        .withColumn("tf", F.lit(1).cast("long"))
-    )
-
-
 def _tfidf_topk(
-    prep: Prepared, weights: DataFrame, vectors: DataFrame, spaces: TermSpaces, conf: TopKConf
+    prep: Prepared, counts: DataFrame, vectors: DataFrame, spaces: TermSpaces, conf: TopKConf
 ) -> tuple[DataFrame, DataFrame]:
     """(left_id, right_id, topk_score: the pair's full TF-IDF cosine), key stats. Not
     distinct: a pair found from both sides comes twice, and the union of all blockers
     groups them (one grouping, not two)."""
     limit = _cap_limit(conf.cap, prep)
-    stats = _key_stats(weights.select("source", "rid", F.col("term").alias("key")), prep, limit).localCheckpoint()
+    stats = _key_stats(counts, prep, limit).localCheckpoint()
     if prep.mode == "link":
         left, right = vectors.where(F.col("source") == LEFT), vectors.where(F.col("source") == RIGHT)
         if prep.involving:
@@ -373,36 +317,6 @@ def _tfidf_topk(
         found = part if found is None else found.unionByName(part)
     assert found is not None
     return oriented(found, prep, F.col("score").alias("topk_score")), stats
-
-
-# Term space codes of the vectors: words, q-grams, pair terms.
-SPACES = "wqp"
-
-
-def _term_spaces(conf: TopKConf, limit: int) -> TermSpaces:
-    """Per space, the scale that makes a dot product the weighted mean of the cosines: 1
-    per word or q-gram space, ``PAIR_SPACE_WEIGHT`` for the pair terms."""
-    # Pair terms are there to create pairs, not to rank them: at full weight their few,
-    # high-idf terms outweighed the words and cost 4-9 PC points on the DeepMatcher sets.
-    shares = {"w": 1.0, "q": 1.0 if conf.qgram else 0.0, "p": PAIR_SPACE_WEIGHT if conf.pair_terms >= 2 else 0.0}
-    total = sum(shares.values())
-    return TermSpaces(scales=tuple((shares[name] / total) ** 0.5 for name in SPACES), limit=limit)
-
-
-def _sparse_vectors(weights: DataFrame) -> DataFrame:
-    """source, rid, is_new, the record's raw TF-IDF vector as lists h (xxhash64 of the
-    term), w, df, space (code in ``SPACES``) of the terms held by another record too, and
-    ``norms``: per space, the length over all its terms. Normalized where it is read
-    (TermSpaces), in numpy: on two cores SQL lambdas over the lists took longer than the
-    whole search."""
-    code = F.instr(F.lit(SPACES), F.substring("term", 1, 1)) - 1
-    entry = F.struct(F.xxhash64("term").alias("h"), "w", F.col("df").cast("int").alias("df"), code.alias("space"))
-    norms = [F.sqrt(F.sum(F.when(code == i, F.col("w") * F.col("w")).otherwise(0.0))) for i in range(len(SPACES))]
-    grouped = weights.groupBy("source", "rid", "is_new").agg(
-        F.collect_list(F.when(F.col("df") >= 2, entry)).alias("t"), F.array(*norms).alias("norms")
-    )
-    fields = [F.col(f"t.{name}").alias(name) for name in ("h", "w", "df", "space")]
-    return grouped.select("source", "rid", "is_new", *fields, "norms")
 
 
 def _with_score(pairs: DataFrame, vectors: DataFrame, spaces: TermSpaces, prep: Prepared) -> DataFrame:

@@ -45,9 +45,9 @@ def _empty() -> pa.Table:
                      "score": pa.array([], pa.float64())})
 
 
-def _flat(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+def flat_lists(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     """(row pointer, values) of a list column."""
-    arr = column.combine_chunks()
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     lengths = pc.fill_null(pc.list_value_length(arr), 0).to_numpy()
     indptr = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=indptr[1:])
@@ -67,13 +67,13 @@ class TermSpaces:
     def vectors(self, table: pa.Table, prefix: str = "") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(row, term hash, normalized weight, pairs records?) of the terms of the rows of
         ``table`` (list columns h, w, df, space, norms, each name after ``prefix``)."""
-        indptr, hashes = _flat(table.column(prefix + "h"))
-        weights = _flat(table.column(prefix + "w"))[1].astype(np.float64)
-        held = _flat(table.column(prefix + "df"))[1]
-        space = _flat(table.column(prefix + "space"))[1].astype(np.int64)
+        indptr, hashes = flat_lists(table.column(prefix + "h"))
+        weights = flat_lists(table.column(prefix + "w"))[1].astype(np.float64)
+        held = flat_lists(table.column(prefix + "df"))[1]
+        space = flat_lists(table.column(prefix + "space"))[1].astype(np.int64)
         rows = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
         # Where a row's norms start (a row without a vector, from an outer join, has none).
-        norms_at, norms = _flat(table.column(prefix + "norms"))
+        norms_at, norms = flat_lists(table.column(prefix + "norms"))
         normalized = weights / norms.astype(np.float64)[norms_at[rows] + space] * np.asarray(self.scales)[space]
         return rows, hashes, normalized, held <= self.limit
 
@@ -91,13 +91,17 @@ def _csr(rows: np.ndarray, hashes: np.ndarray, values: np.ndarray, n_rows: int, 
     return matrix
 
 
-def _best_per_row(rows: np.ndarray, cols: np.ndarray, scores: np.ndarray, n_rows: int, k: int) -> np.ndarray:
-    """Indexes of the k best entries of each row: highest score, then smallest column."""
-    order = np.lexsort((cols, -scores, rows))
-    counts = np.bincount(rows, minlength=n_rows)
-    starts = np.zeros(n_rows, dtype=np.int64)
-    np.cumsum(counts[:-1], out=starts[1:])
-    rank = np.arange(len(order)) - starts[rows[order]]
+def _best_per_row(rows: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
+    """Indexes of the k best entries of each row: highest score (at ``SCORE_DECIMALS``),
+    then smallest column. The entries come in row, then column order (a CSR matrix with
+    sorted indices), so one stable sort on (row, score) keeps ties in column order: a
+    tenth of the time of sorting on the three keys."""
+    scale = 10**SCORE_DECIMALS
+    quantized = np.round(np.clip(scores, 0.0, 1.0) * scale).astype(np.int64)
+    order = np.argsort((rows.astype(np.int64) << 30) | (scale - quantized), kind="stable")
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = rows[order][1:] != rows[order][:-1]
+    rank = np.arange(len(order)) - np.maximum.accumulate(np.where(first, np.arange(len(order)), 0))
     return order[rank < k]
 
 
@@ -125,12 +129,14 @@ def sparse_scorer(k: int, exclude_self: bool, spaces: TermSpaces) -> Scorer:
             part = queries.slice(start, QUERY_SLICE)
             q_rows, q_hashes, q_values, q_pairing = spaces.vectors(part)
             n_q = part.num_rows
-            sims = (_csr(q_rows[q_pairing], q_hashes[q_pairing], q_values[q_pairing], n_q, vocab) @ c_pairing).tocoo()
-            rows_, cols, found = sims.row.astype(np.int64), sims.col.astype(np.int64), sims.data
+            sims = _csr(q_rows[q_pairing], q_hashes[q_pairing], q_values[q_pairing], n_q, vocab) @ c_pairing
+            sims.sort_indices()
+            rows_ = np.repeat(np.arange(n_q), np.diff(sims.indptr))
+            cols, found = sims.indices.astype(np.int64), sims.data
             if exclude_self:
                 keep = cols != own[start + rows_]
                 rows_, cols, found = rows_[keep], cols[keep], found[keep]
-            best = _best_per_row(rows_, cols, np.round(found, SCORE_DECIMALS), n_q, k)
+            best = _best_per_row(rows_, found, k)
             rows_, cols, found = rows_[best], cols[best], found[best]
             q_rest = _csr(q_rows[~q_pairing], q_hashes[~q_pairing], q_values[~q_pairing], n_q, rest_vocab)
             rest = np.asarray(q_rest[rows_].multiply(c_rest[cols]).sum(axis=1)).ravel()
@@ -166,9 +172,9 @@ def dense_scorer(k: int, exclude_self: bool) -> Scorer:
     def score(queries: pa.Table, candidates: pa.Table) -> pa.Table:
         if queries.num_rows == 0 or candidates.num_rows == 0:
             return _empty()
-        c = _flat(candidates.column("vec"))[1].astype(np.float32).reshape(candidates.num_rows, -1)
+        c = flat_lists(candidates.column("vec"))[1].astype(np.float32).reshape(candidates.num_rows, -1)
         c_ids = candidates.column("rid")
-        q_all = _flat(queries.column("vec"))[1].astype(np.float32).reshape(queries.num_rows, -1)
+        q_all = flat_lists(queries.column("vec"))[1].astype(np.float32).reshape(queries.num_rows, -1)
         kk = min(k, c.shape[0])
         parts = []
         for start in range(0, queries.num_rows, QUERY_SLICE):
