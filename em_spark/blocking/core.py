@@ -71,22 +71,22 @@ def plan_blocking(
     if conf.tokens.enabled:
         keys = _token_keys(prep, conf.tokens)
         pairs, stats["tokens"] = _key_pairs(prep, keys, conf.tokens.cap)
-        parts.append(pairs.withColumn("blocker", F.lit("tokens")))
+        parts.append(_flagged(pairs, "tokens"))
     if conf.topk.enabled:
         pairs, stats["topk"] = _tfidf_topk(prep, tfidf.counts, vectors, spaces, conf.topk)
-        parts.append(pairs.withColumn("blocker", F.lit("topk")))
+        parts.append(_flagged(pairs, "topk"))
     if conf.minhash.enabled:
         keys = _minhash_keys(prep, conf.minhash)
         pairs, stats["minhash"] = _key_pairs(prep, keys, conf.minhash.cap)
-        parts.append(pairs.withColumn("blocker", F.lit("minhash")))
+        parts.append(_flagged(pairs, "minhash"))
     if conf.sorted_neighbourhood.enabled:
         pairs = _sorted_neighbourhood(prep, conf.sorted_neighbourhood)
-        parts.append(pairs.withColumn("blocker", F.lit("sorted_neighbourhood")))
+        parts.append(_flagged(pairs, "sorted_neighbourhood"))
     if conf.embedding.enabled:
         from em_spark.blocking.embedding import embedding_topk
 
         pairs = embedding_topk(prep, conf.embedding)
-        parts.append(pairs.withColumn("blocker", F.lit("embedding")))
+        parts.append(_flagged(pairs, "embedding"))
     if not parts:
         raise ConfigError("block: every blocker is disabled; enable at least one")
 
@@ -97,20 +97,34 @@ def plan_blocking(
     for part in parts[1:]:
         union = union.unionByName(part)
     pairs = union.groupBy("left_id", "right_id").agg(
-        F.array_sort(F.collect_set("blocker")).alias("blockers"),
-        F.max("topk_score").alias("topk_score"),
+        F.bit_or("flag").alias("flags"), F.max("topk_score").alias("topk_score")
     )
     candidates = _with_score(pairs, vectors, spaces, prep).select(
         pair_id_col("left_id", "right_id").alias("pair_id"),
         "left_id",
         "right_id",
-        "blockers",
+        _blocker_names(F.col("flags")).alias("blockers"),
         "score",
     )
     caps = {
         name: _cap_limit(getattr(conf, name).cap, prep) for name in ("tokens", "topk", "minhash") if name in stats
     }
     return BlockingPlan(candidates, stats, caps, prep)
+
+
+# The blockers, in name order. While the pairs of all blockers are grouped, each pair's
+# blockers are bit flags (a hash aggregation; a set of names is aggregated by sorting).
+BLOCKERS = ("embedding", "minhash", "sorted_neighbourhood", "tokens", "topk")
+
+
+def _flagged(pairs: DataFrame, blocker: str) -> DataFrame:
+    return pairs.withColumn("flag", F.lit(1 << BLOCKERS.index(blocker)))
+
+
+def _blocker_names(flags: Column) -> Column:
+    """The sorted array of the names of the blockers set in ``flags``."""
+    names = [F.when(flags.bitwiseAND(1 << i) != 0, F.lit(name)) for i, name in enumerate(BLOCKERS)]
+    return F.array_compact(F.array(*names))
 
 
 # --- preparation -----------------------------------------------------------------------
@@ -332,15 +346,13 @@ def _with_score(pairs: DataFrame, vectors: DataFrame, spaces: TermSpaces, prep: 
         return vectors.where(F.col("source") == source).select(F.col("rid").alias(id_col), *fields)
 
     known = pairs.where(F.col("topk_score").isNotNull()).select(
-        "left_id", "right_id", "blockers", F.round("topk_score", 6).alias("score")
+        "left_id", "right_id", "flags", F.round("topk_score", 6).alias("score")
     )
-    others = pairs.where(F.col("topk_score").isNull()).select("left_id", "right_id", "blockers")
+    others = pairs.where(F.col("topk_score").isNull()).select("left_id", "right_id", "flags")
     joined = others.join(side(LEFT, "left_id", "l_"), "left_id", "left").join(
         side(right_source, "right_id", "r_"), "right_id", "left"
     )
     scored = joined.mapInArrow(
-        lambda batches: pair_scores(batches, spaces), "left_id string, right_id string, blockers array<string>, score double"
+        lambda batches: pair_scores(batches, spaces), "left_id string, right_id string, flags int, score double"
     )
-    # array_compact: the Arrow output's lists may hold nulls by type; the table's may not.
-    blockers = F.array_compact("blockers").alias("blockers")
-    return known.unionByName(scored.select("left_id", "right_id", blockers, F.round("score", 6).alias("score")))
+    return known.unionByName(scored.select("left_id", "right_id", "flags", F.round("score", 6).alias("score")))

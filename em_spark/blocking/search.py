@@ -151,7 +151,7 @@ def sparse_scorer(k: int, exclude_self: bool, spaces: TermSpaces) -> Scorer:
 
 
 def pair_scores(batches: Iterator[pa.RecordBatch], spaces: TermSpaces) -> Iterator[pa.RecordBatch]:
-    """left_id, right_id, blockers, score: the dot product of the pair's two TF-IDF
+    """left_id, right_id, flags, score: the dot product of the pair's two TF-IDF
     vectors (the raw weights of :class:`TermSpaces`, columns after ``l_`` and ``r_``),
     for ``mapInArrow``."""
     for batch in batches:
@@ -162,7 +162,7 @@ def pair_scores(batches: Iterator[pa.RecordBatch], spaces: TermSpaces) -> Iterat
         vocab = np.unique(l_hashes)
         dot = _csr(l_rows, l_hashes, l_values, n, vocab).multiply(_csr(r_rows, r_hashes, r_values, n, vocab))
         score = np.asarray(dot.sum(axis=1)).ravel()
-        out = table.select(["left_id", "right_id", "blockers"]).append_column("score", pa.array(score, pa.float64()))
+        out = table.select(["left_id", "right_id", "flags"]).append_column("score", pa.array(score, pa.float64()))
         yield from out.to_batches()
 
 
