@@ -86,7 +86,8 @@ def record_vectors(prep: Prepared, conf: TopKConf, values: Column, limit: int) -
     if conf.qgram:
         grams = F.transform(text.qgrams(tokens, conf.qgram), lambda g: F.concat(F.lit("q:"), g))
         columns |= {"tq": grams, "hq": F.transform(grams, lambda g: F.xxhash64(g))}
-    terms = prep.rec.select("source", "rid", "is_new", *[c.alias(name) for name, c in columns.items()])
+    # Read three times (counts, pair terms, vectors): tokenized once.
+    terms = prep.rec.select("source", "rid", "is_new", *[c.alias(name) for name, c in columns.items()]).localCheckpoint()
     named = [F.col(name) for name in columns if name.startswith("t")]
     held = terms.select("source", F.explode(F.array_distinct(F.concat(*named))).alias("key"))
     counts = key_counts(held).withColumn("h", F.xxhash64("key")).localCheckpoint()
