@@ -5,7 +5,8 @@ pair terms ("p:"): the pairs of its ``m`` rarest capped words, so that a record 
 words are all common still holds rare terms ("sony|black"). Weights are sublinear TF-IDF,
 ``(1 + ln tf) * (ln((N + 1) / (df + 1)) + 1)``.
 
-Per-term rows are never shuffled:
+No row per record and term crosses a shuffle (the counts are aggregated in each task
+first, and each vector is built where its record is):
 1. the terms and their xxhash64, per record (SQL);
 2. one aggregation over each record's distinct terms counts the records holding each
    term, per source: the document frequencies, and the top-k blocker's key statistics;
