@@ -129,9 +129,6 @@ class TopKConf(Section):
     # third term space ("sony|black" is rare where "sony" and "black" are not), so that a
     # record whose words are all common still shares rare terms. 0 or 1: none.
     pair_terms: int = Field(default=3, ge=0)
-    # The candidate side is copied into this many groups, each searched by a slice of the
-    # queries (em_spark/blocking/search.py): more groups, more parallel tasks and copies.
-    query_groups: int = Field(default=4, ge=1)
 
 
 class MinHashConf(Section):
@@ -189,8 +186,6 @@ class EmbeddingBlockConf(Section):
     both_sides: bool = False
     fine_tune: EncoderFineTuneConf = Field(default_factory=EncoderFineTuneConf)
     batch_size: int = Field(default=64, ge=1)
-    # The right side is copied into this many groups, each scored against a slice of queries.
-    query_groups: int = Field(default=4, ge=1)
 
 
 class BlockConf(Section):

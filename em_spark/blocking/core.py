@@ -25,7 +25,7 @@ from pyspark.sql import functions as F
 
 from em_spark.blocking import text
 from em_spark.blocking.prepared import LEFT, RIGHT, Prepared, oriented
-from em_spark.blocking.search import TermSpaces, pair_scores, search, sparse_scorer
+from em_spark.blocking.search import SparseScorer, TermSpaces, pair_scores, search
 from em_spark.blocking.vectors import key_counts, record_vectors
 from em_spark.config import BlockConf, KeyCapConf, MinHashConf, SortedNeighbourhoodConf, TokenBlockConf, TopKConf
 from em_spark.errors import ConfigError
@@ -325,7 +325,7 @@ def _tfidf_topk(
         directions = [(queries, vectors, conf.k, False)]
     found: DataFrame | None = None
     for queries, candidates, k, reverse in directions:
-        part = search(queries, candidates, conf.query_groups, sparse_scorer(k, prep.mode == "dedupe", spaces))
+        part = search(queries, candidates, SparseScorer(k, prep.mode == "dedupe", spaces))
         if reverse:  # the queries were right records
             part = part.select(F.col("rid_r").alias("rid_l"), F.col("rid_l").alias("rid_r"), "score")
         found = part if found is None else found.unionByName(part)

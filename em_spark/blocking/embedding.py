@@ -21,7 +21,7 @@ from pyspark.sql import functions as F
 
 from em_spark.blocking import text
 from em_spark.blocking.prepared import LEFT, RIGHT, Prepared, oriented
-from em_spark.blocking.search import dense_scorer, search
+from em_spark.blocking.search import DenseScorer, search
 from em_spark.config import EmbeddingBlockConf
 from em_spark.errors import ConfigError
 
@@ -92,7 +92,7 @@ def embedding_topk(prep: Prepared, conf: EmbeddingBlockConf) -> DataFrame:
         if prep.involving:
             jobs = [(queries.where("is_new"), candidates), (queries.where("NOT is_new"), candidates.where("is_new"))]
         for q, c in jobs:
-            part = search(q, c, conf.query_groups, dense_scorer(k, exclude_self=prep.mode == "dedupe"))
+            part = search(q, c, DenseScorer(k, exclude_self=prep.mode == "dedupe"))
             if reverse:  # the queries were right records
                 part = part.select(F.col("rid_r").alias("rid_l"), F.col("rid_l").alias("rid_r"), "score")
             out = part if out is None else out.unionByName(part)

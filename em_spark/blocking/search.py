@@ -1,10 +1,12 @@
 """Exact top-k search in Spark: each query record's k best candidate records by a score.
 
-Queries are split into groups; each group meets a copy of the candidate side in
-``cogroup().applyInArrow``, where numpy and scipy score a slice of queries at a time and
-keep the k best of each. The copies cost ``groups`` times the candidate side in the
-shuffle, and no (query, candidate) row is ever formed in Spark: on two cores this is
-several times faster than joining term postings and ranking the pairs in SQL.
+The candidate side is collected once and turned into an index (scipy / numpy matrices)
+in the driver; the index travels to the tasks in the closure of a narrow ``mapInArrow``
+over the queries (PySpark broadcasts a large closure), and each task scores a slice of
+queries at a time against it and keeps the k best of each. No (query, candidate) row is
+ever formed in Spark and nothing is shuffled. Every task holds the whole index, so the
+candidate side must fit a worker's memory: about 25 bytes per term that another record
+holds too, 0.3 GB for 500k records of 20 such terms.
 
 Two scorers: sparse TF-IDF vectors (term hashes and weights; ties go to the smaller
 candidate id, so the result does not depend on partitioning) and dense embeddings.
@@ -12,14 +14,14 @@ candidate id, so the result does not depend on partitioning) and dense embedding
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 
 SCHEMA = "rid_l string, rid_r string, score double"
 # Queries scored at once in a task: bounds the memory of the score matrix.
@@ -27,22 +29,29 @@ QUERY_SLICE = 8192
 # Rounded so that summation order cannot reorder near-ties between runs.
 SCORE_DECIMALS = 9
 
-Scorer = Callable[[pa.Table, pa.Table], pa.Table]
+
+class Scorer(Protocol):
+    """``index`` builds, from the candidate side (a table with column ``rid``), what
+    ``top_k`` scores queries against: the k best candidates of each query row."""
+
+    def index(self, candidates: pa.Table) -> Any: ...
+
+    def top_k(self, index: Any, queries: pa.Table) -> pa.Table: ...
 
 
-def search(queries: DataFrame, candidates: DataFrame, groups: int, scorer: Scorer) -> DataFrame:
-    """(rid_l: query, rid_r: candidate, score) from ``scorer`` run on each query group
-    against the whole candidate side."""
-    q = queries.withColumn("g", F.pmod(F.xxhash64("rid"), F.lit(groups)))
-    # Fresh column ids: queries and candidates may be the same DataFrame (dedupe).
-    c = candidates.select(*[F.col(name).alias(name) for name in candidates.columns])
-    copies = c.crossJoin(q.sparkSession.range(groups).select(F.col("id").alias("g")))
-    return q.groupBy("g").cogroup(copies.groupBy("g")).applyInArrow(scorer, SCHEMA)
+def search(queries: DataFrame, candidates: DataFrame, scorer: Scorer) -> DataFrame:
+    """(rid_l: query, rid_r: candidate, score): each query's k best candidates by
+    ``scorer``."""
+    table = candidates.toArrow()
+    index = scorer.index(table) if table.num_rows else None
 
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            if index is not None and batch.num_rows:
+                for start in range(0, batch.num_rows, QUERY_SLICE):
+                    yield from scorer.top_k(index, pa.Table.from_batches([batch.slice(start, QUERY_SLICE)])).to_batches()
 
-def _empty() -> pa.Table:
-    return pa.table({"rid_l": pa.array([], pa.string()), "rid_r": pa.array([], pa.string()),
-                     "score": pa.array([], pa.float64())})
+    return queries.mapInArrow(run, SCHEMA)
 
 
 def flat_lists(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
@@ -105,49 +114,71 @@ def _best_per_row(rows: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
     return order[rank < k]
 
 
-def sparse_scorer(k: int, exclude_self: bool, spaces: TermSpaces) -> Scorer:
+@dataclass(frozen=True)
+class SparseIndex:
+    """The candidate side of the TF-IDF search: ids in order, the uncapped terms as a
+    (term x candidate) matrix over ``vocab``, the capped ones as (candidate x term)."""
+
+    ids: pa.Array
+    vocab: np.ndarray
+    pairing: Any
+    rest_vocab: np.ndarray
+    rest: Any
+
+
+@dataclass(frozen=True)
+class SparseScorer:
     """Top-k by the dot product of TF-IDF vectors (columns ``rid`` and the raw weights of
     :class:`TermSpaces`), with each kept pair's full score: the pairing terms find it,
-    the capped terms add to it."""
+    the capped terms add to it. ``exclude_self``: queries and candidates are the same
+    records (dedupe)."""
 
-    def score(queries: pa.Table, candidates: pa.Table) -> pa.Table:
-        if queries.num_rows == 0 or candidates.num_rows == 0:
-            return _empty()
+    k: int
+    exclude_self: bool
+    spaces: TermSpaces
+
+    def index(self, candidates: pa.Table) -> SparseIndex:
         # Candidates in id order: a tie goes to the smaller column, i.e. the smaller id.
         candidates = candidates.take(pc.sort_indices(candidates, sort_keys=[("rid", "ascending")]))
-        c_ids = candidates.column("rid")
-        rows, hashes, values, pairing = spaces.vectors(candidates)
+        rows, hashes, values, pairing = self.spaces.vectors(candidates)
         vocab, rest_vocab = np.unique(hashes[pairing]), np.unique(hashes[~pairing])
-        n_c = candidates.num_rows
-        c_pairing = _csr(rows[pairing], hashes[pairing], values[pairing], n_c, vocab).T.tocsr()
-        c_rest = _csr(rows[~pairing], hashes[~pairing], values[~pairing], n_c, rest_vocab)
-        if exclude_self:
-            # Each query's own column (queries and candidates are the same records).
-            own = np.searchsorted(c_ids.to_numpy(zero_copy_only=False), queries.column("rid").to_numpy(zero_copy_only=False))
-        parts = []
-        for start in range(0, queries.num_rows, QUERY_SLICE):
-            part = queries.slice(start, QUERY_SLICE)
-            q_rows, q_hashes, q_values, q_pairing = spaces.vectors(part)
-            n_q = part.num_rows
-            sims = _csr(q_rows[q_pairing], q_hashes[q_pairing], q_values[q_pairing], n_q, vocab) @ c_pairing
-            sims.sort_indices()
-            rows_ = np.repeat(np.arange(n_q), np.diff(sims.indptr))
-            cols, found = sims.indices.astype(np.int64), sims.data
-            if exclude_self:
-                keep = cols != own[start + rows_]
-                rows_, cols, found = rows_[keep], cols[keep], found[keep]
-            best = _best_per_row(rows_, found, k)
-            rows_, cols, found = rows_[best], cols[best], found[best]
-            q_rest = _csr(q_rows[~q_pairing], q_hashes[~q_pairing], q_values[~q_pairing], n_q, rest_vocab)
-            rest = np.asarray(q_rest[rows_].multiply(c_rest[cols]).sum(axis=1)).ravel()
-            parts.append(pa.table({
-                "rid_l": part.column("rid").take(pa.array(rows_)),
-                "rid_r": c_ids.take(pa.array(cols)),
-                "score": pa.array(found + rest, pa.float64()),
-            }))
-        return pa.concat_tables(parts) if parts else _empty()
+        n = candidates.num_rows
+        return SparseIndex(
+            ids=candidates.column("rid").combine_chunks(),
+            vocab=vocab,
+            pairing=_csr(rows[pairing], hashes[pairing], values[pairing], n, vocab).T.tocsr(),
+            rest_vocab=rest_vocab,
+            rest=_csr(rows[~pairing], hashes[~pairing], values[~pairing], n, rest_vocab),
+        )
 
-    return score
+    def top_k(self, index: SparseIndex, queries: pa.Table) -> pa.Table:
+        q_rows, q_hashes, q_values, q_pairing = self.spaces.vectors(queries)
+        n_q = queries.num_rows
+        sims = _csr(q_rows[q_pairing], q_hashes[q_pairing], q_values[q_pairing], n_q, index.vocab) @ index.pairing
+        sims.sort_indices()
+        rows = np.repeat(np.arange(n_q), np.diff(sims.indptr))
+        cols, found = sims.indices.astype(np.int64), sims.data
+        if self.exclude_self:
+            keep = cols != _own_columns(index.ids, queries)[rows]
+            rows, cols, found = rows[keep], cols[keep], found[keep]
+        best = _best_per_row(rows, found, self.k)
+        rows, cols, found = rows[best], cols[best], found[best]
+        q_rest = _csr(q_rows[~q_pairing], q_hashes[~q_pairing], q_values[~q_pairing], n_q, index.rest_vocab)
+        rest = np.asarray(q_rest[rows].multiply(index.rest[cols]).sum(axis=1)).ravel()
+        return _pairs(queries.column("rid"), rows, index.ids, cols, found + rest)
+
+
+def _own_columns(ids: pa.Array, queries: pa.Table) -> np.ndarray:
+    """Each query's own column among the candidates ``ids`` (sorted; the same records)."""
+    return pc.index_in(queries.column("rid"), value_set=ids).to_numpy(zero_copy_only=False)
+
+
+def _pairs(q_ids: pa.ChunkedArray, rows: np.ndarray, c_ids: pa.Array, cols: np.ndarray, scores: np.ndarray) -> pa.Table:
+    return pa.table({
+        "rid_l": q_ids.take(pa.array(rows)),
+        "rid_r": c_ids.take(pa.array(cols)),
+        "score": pa.array(scores, pa.float64()),
+    })
 
 
 def pair_scores(batches: Iterator[pa.RecordBatch], spaces: TermSpaces) -> Iterator[pa.RecordBatch]:
@@ -166,33 +197,27 @@ def pair_scores(batches: Iterator[pa.RecordBatch], spaces: TermSpaces) -> Iterat
         yield from out.to_batches()
 
 
-def dense_scorer(k: int, exclude_self: bool) -> Scorer:
+@dataclass(frozen=True)
+class DenseScorer:
     """Top-k by the dot product of dense vectors (column ``vec``, normalized: cosine)."""
 
-    def score(queries: pa.Table, candidates: pa.Table) -> pa.Table:
-        if queries.num_rows == 0 or candidates.num_rows == 0:
-            return _empty()
-        c = flat_lists(candidates.column("vec"))[1].astype(np.float32).reshape(candidates.num_rows, -1)
-        c_ids = candidates.column("rid")
-        q_all = flat_lists(queries.column("vec"))[1].astype(np.float32).reshape(queries.num_rows, -1)
-        kk = min(k, c.shape[0])
-        parts = []
-        for start in range(0, queries.num_rows, QUERY_SLICE):
-            part = queries.slice(start, QUERY_SLICE)
-            sims = q_all[start : start + part.num_rows] @ c.T
-            if exclude_self:
-                own = part.column("rid").to_numpy(zero_copy_only=False)[:, None] == c_ids.to_numpy(zero_copy_only=False)[None, :]
-                sims[own] = -np.inf
-            top = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
-            rows = np.repeat(np.arange(part.num_rows), kk)
-            cols = top.reshape(-1)
-            values = sims[rows, cols]
-            keep = np.isfinite(values)
-            parts.append(pa.table({
-                "rid_l": part.column("rid").take(pa.array(rows[keep])),
-                "rid_r": c_ids.take(pa.array(cols[keep])),
-                "score": pa.array(values[keep].astype(np.float64)),
-            }))
-        return pa.concat_tables(parts)
+    k: int
+    exclude_self: bool
 
-    return score
+    def index(self, candidates: pa.Table) -> tuple[pa.Array, np.ndarray]:
+        matrix = flat_lists(candidates.column("vec"))[1].astype(np.float32).reshape(candidates.num_rows, -1)
+        return candidates.column("rid").combine_chunks(), matrix
+
+    def top_k(self, index: tuple[pa.Array, np.ndarray], queries: pa.Table) -> pa.Table:
+        ids, matrix = index
+        sims = flat_lists(queries.column("vec"))[1].astype(np.float32).reshape(queries.num_rows, -1) @ matrix.T
+        if self.exclude_self:
+            own = _own_columns(ids, queries)
+            sims[np.arange(len(own)), own] = -np.inf
+        k = min(self.k, matrix.shape[0])
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        rows = np.repeat(np.arange(queries.num_rows), k)
+        cols = top.reshape(-1)
+        values = sims[rows, cols]
+        keep = np.isfinite(values)
+        return _pairs(queries.column("rid"), rows[keep], ids, cols[keep], values[keep].astype(np.float64))
