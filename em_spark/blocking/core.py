@@ -19,12 +19,13 @@ computing all pairs and filtering.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import reduce
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from em_spark.blocking import text
-from em_spark.blocking.prepared import LEFT, RIGHT, Prepared, oriented
+from em_spark.blocking.prepared import LEFT, RIGHT, Prepared, RecordNumbers, oriented, searched_pairs
 from em_spark.blocking.search import SparseScorer, TermSpaces, pair_scores, search
 from em_spark.blocking.vectors import key_counts, record_vectors
 from em_spark.config import BlockConf, KeyCapConf, MinHashConf, SortedNeighbourhoodConf, TokenBlockConf, TopKConf
@@ -68,25 +69,25 @@ def plan_blocking(
     # the final scores: each computed once.
     tfidf = record_vectors(prep, conf.topk, _values(prep, conf.topk.attributes), _cap_limit(conf.topk.cap, prep))
     vectors, spaces = tfidf.vectors.localCheckpoint(), tfidf.spaces
+    # Every blocker's pairs as their keys (prepared.RecordNumbers).
     if conf.tokens.enabled:
         keys = _token_keys(prep, conf.tokens)
         pairs, stats["tokens"] = _key_pairs(prep, keys, conf.tokens.cap)
-        parts.append(_flagged(pairs, "tokens"))
+        parts.append(_flagged(prep.numbers.keyed(pairs), "tokens"))
     if conf.topk.enabled:
         pairs, stats["topk"] = _tfidf_topk(prep, tfidf.counts, vectors, spaces, conf.topk)
         parts.append(_flagged(pairs, "topk"))
     if conf.minhash.enabled:
         keys = _minhash_keys(prep, conf.minhash)
         pairs, stats["minhash"] = _key_pairs(prep, keys, conf.minhash.cap)
-        parts.append(_flagged(pairs, "minhash"))
+        parts.append(_flagged(prep.numbers.keyed(pairs), "minhash"))
     if conf.sorted_neighbourhood.enabled:
         pairs = _sorted_neighbourhood(prep, conf.sorted_neighbourhood)
-        parts.append(_flagged(pairs, "sorted_neighbourhood"))
+        parts.append(_flagged(prep.numbers.keyed(pairs), "sorted_neighbourhood"))
     if conf.embedding.enabled:
         from em_spark.blocking.embedding import embedding_topk
 
-        pairs = embedding_topk(prep, conf.embedding)
-        parts.append(_flagged(pairs, "embedding"))
+        parts.append(_flagged(embedding_topk(prep, conf.embedding), "embedding"))
     if not parts:
         raise ConfigError("block: every blocker is disabled; enable at least one")
 
@@ -96,9 +97,7 @@ def plan_blocking(
     union = parts[0]
     for part in parts[1:]:
         union = union.unionByName(part)
-    pairs = union.groupBy("left_id", "right_id").agg(
-        F.bit_or("flag").alias("flags"), F.max("topk_score").alias("topk_score")
-    )
+    pairs = union.groupBy("key").agg(F.bit_or("flag").alias("flags"), F.max("topk_score").alias("topk_score"))
     candidates = _with_score(pairs, vectors, spaces, prep).select(
         pair_id_col("left_id", "right_id").alias("pair_id"),
         "left_id",
@@ -146,12 +145,10 @@ def _prepare(
         )
     else:
         rec = rec.withColumn("is_new", F.lit(True))
-    counts = {r["source"]: r["n"] for r in rec.groupBy("source").agg(F.count("*").alias("n")).collect()}
     return Prepared(
         rec=rec,
         mode=mode,
-        n_left=int(counts.get(LEFT, 0)),
-        n_right=int(counts.get(RIGHT, 0)),
+        numbers=RecordNumbers.collect(rec, mode),
         involving=only_involving is not None,
         exclude=list(exclude),
     )
@@ -300,9 +297,9 @@ def _sorted_neighbourhood(prep: Prepared, conf: SortedNeighbourhoodConf) -> Data
 def _tfidf_topk(
     prep: Prepared, counts: DataFrame, vectors: DataFrame, spaces: TermSpaces, conf: TopKConf
 ) -> tuple[DataFrame, DataFrame]:
-    """(left_id, right_id, topk_score: the pair's full TF-IDF cosine), key stats. Not
-    distinct: a pair found from both sides comes twice, and the union of all blockers
-    groups them (one grouping, not two)."""
+    """(key, topk_score: the pair's full TF-IDF cosine), key stats. Not distinct: a pair
+    found from both sides comes twice, and the union of all blockers groups them (one
+    grouping, not two)."""
     limit = _cap_limit(conf.cap, prep)
     stats = _key_stats(counts, prep, limit).localCheckpoint()
     if prep.mode == "link":
@@ -313,28 +310,26 @@ def _tfidf_topk(
             # whole table): ranked only among the new records, it would keep every new
             # record sharing a term with it (measured: 4,034 candidates for 23 new DBLP-ACM
             # records, 175 each).
-            directions = [(left.where("is_new"), right, conf.k, False), (right.where("is_new"), left, conf.k, True)]
+            directions = [(left.where("is_new"), right, conf.k, (LEFT, RIGHT)), (right.where("is_new"), left, conf.k, (RIGHT, LEFT))]
         else:
-            directions = [(left, right, conf.k, False)]
+            directions = [(left, right, conf.k, (LEFT, RIGHT))]
             k_back = min(conf.k, conf.k * prep.n_left // max(prep.n_right, 1)) if conf.both_sides else 0
             if k_back >= 1:
                 # Each right record's best left records, k scaled to add about k per left.
-                directions.append((right, left, k_back, True))
+                directions.append((right, left, k_back, (RIGHT, LEFT)))
     else:
         queries = vectors.where("is_new") if prep.involving else vectors
-        directions = [(queries, vectors, conf.k, False)]
-    found: DataFrame | None = None
-    for queries, candidates, k, reverse in directions:
-        part = search(queries, candidates, SparseScorer(k, prep.mode == "dedupe", spaces))
-        if reverse:  # the queries were right records
-            part = part.select(F.col("rid_r").alias("rid_l"), F.col("rid_l").alias("rid_r"), "score")
-        found = part if found is None else found.unionByName(part)
-    assert found is not None
-    return oriented(found, prep, F.col("score").alias("topk_score")), stats
+        directions = [(queries, vectors, conf.k, (LEFT, LEFT))]
+    found = [
+        searched_pairs(search(q, c, SparseScorer(k, spaces), prep.numbers, sides), sides, prep)
+        for q, c, k, sides in directions
+    ]
+    return reduce(DataFrame.unionByName, found).withColumnRenamed("score", "topk_score"), stats
 
 
 def _with_score(pairs: DataFrame, vectors: DataFrame, spaces: TermSpaces, prep: Prepared) -> DataFrame:
-    """Add each pair's full TF-IDF cosine (every term, capped ones included).
+    """``pairs`` (key, flags, topk_score) as left_id, right_id, flags and score: each
+    pair's full TF-IDF cosine (every term, capped ones included).
 
     A top-k pair comes with it (``topk_score``, from the search); a pair from another
     blocker only is scored from the two records' vectors.
@@ -345,10 +340,11 @@ def _with_score(pairs: DataFrame, vectors: DataFrame, spaces: TermSpaces, prep: 
         fields = [F.col(name).alias(prefix + name) for name in ("h", "w", "df", "space", "norms")]
         return vectors.where(F.col("source") == source).select(F.col("rid").alias(id_col), *fields)
 
-    known = pairs.where(F.col("topk_score").isNotNull()).select(
-        "left_id", "right_id", "flags", F.round("topk_score", 6).alias("score")
+    known = prep.numbers.pairs(
+        pairs.where(F.col("topk_score").isNotNull()).select("key", "flags", F.round("topk_score", 6).alias("score")),
+        "flags int, score double",
     )
-    others = pairs.where(F.col("topk_score").isNull()).select("left_id", "right_id", "flags")
+    others = prep.numbers.pairs(pairs.where(F.col("topk_score").isNull()).select("key", "flags"), "flags int")
     joined = others.join(side(LEFT, "left_id", "l_"), "left_id", "left").join(
         side(right_source, "right_id", "r_"), "right_id", "left"
     )

@@ -11,6 +11,7 @@ up to some hundred thousand records.
 from __future__ import annotations
 
 import math
+from functools import reduce
 from pathlib import Path
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -20,7 +21,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from em_spark.blocking import text
-from em_spark.blocking.prepared import LEFT, RIGHT, Prepared, oriented
+from em_spark.blocking.prepared import LEFT, RIGHT, Prepared, searched_pairs
 from em_spark.blocking.search import DenseScorer, search
 from em_spark.config import EmbeddingBlockConf
 from em_spark.errors import ConfigError
@@ -75,25 +76,23 @@ def record_text(attributes: list[str] | None, exclude: list[str]) -> Column:
 
 
 def embedding_topk(prep: Prepared, conf: EmbeddingBlockConf) -> DataFrame:
-    """Pairs (left_id, right_id): each query record's k nearest by embedding cosine."""
+    """Pairs as their keys (prepared.RecordNumbers): each query record's k nearest by
+    embedding cosine. Not distinct: the union of all blockers groups them."""
     texts = prep.rec.select("source", "rid", "is_new", record_text(conf.attributes, prep.exclude).alias("text"))
     schema = "source string, rid string, is_new boolean, vec array<float>"
     vectors = texts.mapInPandas(_embedder(conf.model, conf.batch_size), schema).localCheckpoint()
     if prep.mode == "link":
         left, right = vectors.where(F.col("source") == LEFT), vectors.where(F.col("source") == RIGHT)
-        directions = [(left, right, conf.k, False)]
+        directions = [(left, right, conf.k, (LEFT, RIGHT))]
         if conf.both_sides and prep.n_right:
-            directions.append((right, left, math.ceil(conf.k * prep.n_left / prep.n_right), True))
+            directions.append((right, left, math.ceil(conf.k * prep.n_left / prep.n_right), (RIGHT, LEFT)))
     else:
-        directions = [(vectors, vectors, conf.k, False)]
-    out = None
-    for queries, candidates, k, reverse in directions:
+        directions = [(vectors, vectors, conf.k, (LEFT, LEFT))]
+    found = []
+    for queries, candidates, k, sides in directions:
         jobs = [(queries, candidates)]
         if prep.involving:
             jobs = [(queries.where("is_new"), candidates), (queries.where("NOT is_new"), candidates.where("is_new"))]
         for q, c in jobs:
-            part = search(q, c, DenseScorer(k, exclude_self=prep.mode == "dedupe"))
-            if reverse:  # the queries were right records
-                part = part.select(F.col("rid_r").alias("rid_l"), F.col("rid_l").alias("rid_r"), "score")
-            out = part if out is None else out.unionByName(part)
-    return oriented(out, prep).distinct()
+            found.append(searched_pairs(search(q, c, DenseScorer(k), prep.numbers, sides), sides, prep))
+    return reduce(DataFrame.unionByName, found).select("key")

@@ -23,7 +23,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.sql import DataFrame
 
-SCHEMA = "rid_l string, rid_r string, score double"
+from em_spark.blocking.prepared import RecordNumbers
+
+SCHEMA = "q bigint, c bigint, score double"
 # Queries scored at once in a task: bounds the memory of the score matrix.
 QUERY_SLICE = 8192
 # Rounded so that summation order cannot reorder near-ties between runs.
@@ -31,27 +33,49 @@ SCORE_DECIMALS = 9
 
 
 class Scorer(Protocol):
-    """``index`` builds, from the candidate side (a table with column ``rid``), what
-    ``top_k`` scores queries against: the k best candidates of each query row."""
+    """``index`` builds, from the candidate side (a table with column ``rid``, in id
+    order), what ``top_k`` scores queries against: (query row, candidate row, score) of
+    the k best candidates of each query row, never a query's ``own`` row (-1: none)."""
 
     def index(self, candidates: pa.Table) -> Any: ...
 
-    def top_k(self, index: Any, queries: pa.Table) -> pa.Table: ...
+    def top_k(self, index: Any, queries: pa.Table, own: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
 
-def search(queries: DataFrame, candidates: DataFrame, scorer: Scorer) -> DataFrame:
-    """(rid_l: query, rid_r: candidate, score): each query's k best candidates by
-    ``scorer``."""
+def search(
+    queries: DataFrame, candidates: DataFrame, scorer: Scorer, numbers: RecordNumbers, sides: tuple[str, str]
+) -> DataFrame:
+    """(q: query, c: candidate, score): each query's k best candidates by ``scorer``, the
+    records as their ``numbers``; ``sides``: (the queries' side, the candidates' side).
+    When both are the same table (dedupe), a record is never its own candidate."""
     table = candidates.toArrow()
+    # In id order: a tie goes to the smaller row, i.e. the smaller id.
+    table = table.take(pc.sort_indices(table, sort_keys=[("rid", "ascending")]))
     index = scorer.index(table) if table.num_rows else None
+    candidate_numbers = numbers.of(sides[1], table.column("rid"))
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
-            if index is not None and batch.num_rows:
-                for start in range(0, batch.num_rows, QUERY_SLICE):
-                    yield from scorer.top_k(index, pa.Table.from_batches([batch.slice(start, QUERY_SLICE)])).to_batches()
+            if index is None or not batch.num_rows:
+                continue
+            query_numbers = numbers.of(sides[0], batch.column("rid"))
+            own = _own_rows(query_numbers, candidate_numbers) if sides[0] == sides[1] else None
+            for start in range(0, batch.num_rows, QUERY_SLICE):
+                part = pa.Table.from_batches([batch.slice(start, QUERY_SLICE)])
+                part_own = None if own is None else own[start : start + QUERY_SLICE]
+                rows, cols, scores = scorer.top_k(index, part, part_own)
+                yield pa.RecordBatch.from_arrays(
+                    [pa.array(query_numbers[start + rows]), pa.array(candidate_numbers[cols]), pa.array(scores, pa.float64())],
+                    names=["q", "c", "score"],
+                )
 
     return queries.mapInArrow(run, SCHEMA)
+
+
+def _own_rows(query_numbers: np.ndarray, candidate_numbers: np.ndarray) -> np.ndarray:
+    """Each query's row among the candidates (their numbers ascend, as their ids), or -1."""
+    at = np.minimum(np.searchsorted(candidate_numbers, query_numbers), max(len(candidate_numbers) - 1, 0))
+    return np.where(candidate_numbers[at] == query_numbers, at, -1)
 
 
 def flat_lists(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
@@ -116,10 +140,9 @@ def _best_per_row(rows: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class SparseIndex:
-    """The candidate side of the TF-IDF search: ids in order, the uncapped terms as a
-    (term x candidate) matrix over ``vocab``, the capped ones as (candidate x term)."""
+    """The candidate side of the TF-IDF search: the uncapped terms as a (term x candidate)
+    matrix over ``vocab``, the capped ones as (candidate x term) over ``rest_vocab``."""
 
-    ids: pa.Array
     vocab: np.ndarray
     pairing: Any
     rest_vocab: np.ndarray
@@ -130,55 +153,37 @@ class SparseIndex:
 class SparseScorer:
     """Top-k by the dot product of TF-IDF vectors (columns ``rid`` and the raw weights of
     :class:`TermSpaces`), with each kept pair's full score: the pairing terms find it,
-    the capped terms add to it. ``exclude_self``: queries and candidates are the same
-    records (dedupe)."""
+    the capped terms add to it."""
 
     k: int
-    exclude_self: bool
     spaces: TermSpaces
 
     def index(self, candidates: pa.Table) -> SparseIndex:
-        # Candidates in id order: a tie goes to the smaller column, i.e. the smaller id.
-        candidates = candidates.take(pc.sort_indices(candidates, sort_keys=[("rid", "ascending")]))
         rows, hashes, values, pairing = self.spaces.vectors(candidates)
         vocab, rest_vocab = np.unique(hashes[pairing]), np.unique(hashes[~pairing])
         n = candidates.num_rows
         return SparseIndex(
-            ids=candidates.column("rid").combine_chunks(),
             vocab=vocab,
             pairing=_csr(rows[pairing], hashes[pairing], values[pairing], n, vocab).T.tocsr(),
             rest_vocab=rest_vocab,
             rest=_csr(rows[~pairing], hashes[~pairing], values[~pairing], n, rest_vocab),
         )
 
-    def top_k(self, index: SparseIndex, queries: pa.Table) -> pa.Table:
+    def top_k(self, index: SparseIndex, queries: pa.Table, own: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         q_rows, q_hashes, q_values, q_pairing = self.spaces.vectors(queries)
         n_q = queries.num_rows
         sims = _csr(q_rows[q_pairing], q_hashes[q_pairing], q_values[q_pairing], n_q, index.vocab) @ index.pairing
         sims.sort_indices()
         rows = np.repeat(np.arange(n_q), np.diff(sims.indptr))
         cols, found = sims.indices.astype(np.int64), sims.data
-        if self.exclude_self:
-            keep = cols != _own_columns(index.ids, queries)[rows]
+        if own is not None:
+            keep = cols != own[rows]
             rows, cols, found = rows[keep], cols[keep], found[keep]
         best = _best_per_row(rows, found, self.k)
         rows, cols, found = rows[best], cols[best], found[best]
         q_rest = _csr(q_rows[~q_pairing], q_hashes[~q_pairing], q_values[~q_pairing], n_q, index.rest_vocab)
         rest = np.asarray(q_rest[rows].multiply(index.rest[cols]).sum(axis=1)).ravel()
-        return _pairs(queries.column("rid"), rows, index.ids, cols, found + rest)
-
-
-def _own_columns(ids: pa.Array, queries: pa.Table) -> np.ndarray:
-    """Each query's own column among the candidates ``ids`` (sorted; the same records)."""
-    return pc.index_in(queries.column("rid"), value_set=ids).to_numpy(zero_copy_only=False)
-
-
-def _pairs(q_ids: pa.ChunkedArray, rows: np.ndarray, c_ids: pa.Array, cols: np.ndarray, scores: np.ndarray) -> pa.Table:
-    return pa.table({
-        "rid_l": q_ids.take(pa.array(rows)),
-        "rid_r": c_ids.take(pa.array(cols)),
-        "score": pa.array(scores, pa.float64()),
-    })
+        return rows, cols, found + rest
 
 
 def pair_scores(batches: Iterator[pa.RecordBatch], spaces: TermSpaces) -> Iterator[pa.RecordBatch]:
@@ -202,22 +207,20 @@ class DenseScorer:
     """Top-k by the dot product of dense vectors (column ``vec``, normalized: cosine)."""
 
     k: int
-    exclude_self: bool
 
-    def index(self, candidates: pa.Table) -> tuple[pa.Array, np.ndarray]:
-        matrix = flat_lists(candidates.column("vec"))[1].astype(np.float32).reshape(candidates.num_rows, -1)
-        return candidates.column("rid").combine_chunks(), matrix
+    def index(self, candidates: pa.Table) -> np.ndarray:
+        return flat_lists(candidates.column("vec"))[1].astype(np.float32).reshape(candidates.num_rows, -1)
 
-    def top_k(self, index: tuple[pa.Array, np.ndarray], queries: pa.Table) -> pa.Table:
-        ids, matrix = index
+    def top_k(self, index: np.ndarray, queries: pa.Table, own: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        matrix = index
         sims = flat_lists(queries.column("vec"))[1].astype(np.float32).reshape(queries.num_rows, -1) @ matrix.T
-        if self.exclude_self:
-            own = _own_columns(ids, queries)
-            sims[np.arange(len(own)), own] = -np.inf
+        if own is not None:
+            mine = own >= 0
+            sims[np.flatnonzero(mine), own[mine]] = -np.inf
         k = min(self.k, matrix.shape[0])
         top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         rows = np.repeat(np.arange(queries.num_rows), k)
         cols = top.reshape(-1)
         values = sims[rows, cols]
         keep = np.isfinite(values)
-        return _pairs(queries.column("rid"), rows[keep], ids, cols[keep], values[keep].astype(np.float64))
+        return rows[keep], cols[keep], values[keep].astype(np.float64)
