@@ -167,7 +167,7 @@ class MatchModel:
     @property
     def verdict_by(self) -> str:
         """``features`` when training chose the feature model and it is loaded."""
-        return "features" if self.feature_model is not None and self.student.verdict_by == "features" else "student"
+        return _verdict_by(self.feature_model, self.student.verdict_by)
 
     @property
     def threshold(self) -> float:
@@ -176,12 +176,7 @@ class MatchModel:
 
     def feature_model_uses(self, use_prefilter: bool) -> list[str]:
         """What scoring uses the feature model for (empty: nothing)."""
-        if self.feature_model is None:
-            return []
-        uses = ["the prefilter"] if use_prefilter else []
-        if self.verdict_by == "features":
-            uses.append("the verdicts (verdict_by: features)")
-        return uses
+        return _feature_model_uses(self.feature_model, self.verdict_by, use_prefilter)
 
     def prefilter_scores(self, lefts: Sequence[Record], rights: Sequence[Record]) -> tuple[np.ndarray, np.ndarray]:
         """(P(match), prefilter score) of the feature model per pair."""
@@ -267,6 +262,32 @@ class MatchModel:
             for i, text in zip(rows, written):
                 out[i] = checked_rationale(parse_verdict(text)[1], said, lefts[i], rights[i], self.student.attributes)
         return out
+
+
+def _verdict_by(feature_model: FeatureModel | None, trained_choice: str) -> str:
+    return "features" if feature_model is not None and trained_choice == "features" else "student"
+
+
+def _feature_model_uses(feature_model: FeatureModel | None, verdict_by: str, use_prefilter: bool) -> list[str]:
+    if feature_model is None:
+        return []
+    uses = ["the prefilter"] if use_prefilter else []
+    if verdict_by == "features":
+        uses.append("the verdicts (verdict_by: features)")
+    return uses
+
+
+def saved_feature_model_uses(
+    uri: str, use_prefilter: bool, store: MlflowStore | None = None
+) -> tuple[list[str], list[str]]:
+    """(:meth:`MatchModel.feature_model_uses`, the feature model's attributes) of the model
+    saved at ``uri``, read from its metadata without loading the student's weights (the
+    score job's driver checks the records' schema with them)."""
+    student = StudentPredictor.saved_metadata(uri, store)
+    path = student["prefilter_path"]
+    feature_model = FeatureModel.load(path) if path is not None and FeatureModel.is_saved(path) else None
+    uses = _feature_model_uses(feature_model, _verdict_by(feature_model, student["verdict_by"]), use_prefilter)
+    return uses, list(feature_model.attributes) if feature_model is not None else []
 
 
 def feature_schema_check(attributes: Sequence[str], present: Collection[str], uses: Sequence[str]) -> str:

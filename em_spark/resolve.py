@@ -5,7 +5,10 @@ is unambiguous); every prediction with verdict ``match`` is an edge. Components 
 alternating large-star / small-star rounds (Kiveris et al., "Connected Components in
 MapReduce and Beyond", SoCC 2014) in plain DataFrames: O(log n) rounds, so a chain of a
 million records takes tens of rounds, not a million. Each round's edges are
-``localCheckpoint``-ed so the plan does not grow with the rounds.
+``localCheckpoint``-ed so the plan does not grow with the rounds. A graph of at most
+``LOCAL_EDGES`` edges (the demo's, a day's new matches) is solved in the driver instead, in
+one collect (scipy's connected components): the same roots, without the rounds' dozens of
+small Spark jobs.
 
 An entity id is the smallest node key of its component: the same on every re-run, and an
 incremental update (``em_spark.incremental``) can merge components by taking the minimum.
@@ -18,8 +21,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pyspark.sql import Column, DataFrame
+import numpy as np
+import pyarrow as pa
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from em_spark.config import Config
 from em_spark.runs import Run
@@ -87,9 +94,18 @@ def _is_star_forest(edges: DataFrame) -> bool:
     return several.unionByName(nested.select(F.col("a").alias("b"))).limit(1).count() == 0
 
 
-def components(edges: DataFrame, max_rounds: int = 100) -> tuple[DataFrame, int]:
+# Up to this many edges (a few MB of keys), components are found in the driver.
+LOCAL_EDGES = 200_000
+
+
+def components(edges: DataFrame, max_rounds: int = 100, local_edges: int = LOCAL_EDGES) -> tuple[DataFrame, int]:
     """``(node, root)`` for every node on an edge (root = the component's smallest node),
-    and the number of rounds taken. ``edges`` has columns ``a < b``."""
+    and the number of rounds taken (0: solved in the driver, at most ``local_edges``
+    edges). ``edges`` has columns ``a < b``."""
+    if local_edges > 0:
+        few = edges.select("a", "b").limit(local_edges + 1).toArrow()
+        if few.num_rows <= local_edges:
+            return _local_components(edges.sparkSession, few), 0
     current = edges.select("a", "b").localCheckpoint(eager=True)
     rounds = 0
     while True:
@@ -105,6 +121,23 @@ def components(edges: DataFrame, max_rounds: int = 100) -> tuple[DataFrame, int]
         roots.select(F.col("a").alias("node"), F.col("a").alias("root"))
     )
     return assigned, rounds
+
+
+def _local_components(spark: SparkSession, edges: pa.Table) -> DataFrame:
+    """:func:`components` of a small edge list, in the driver."""
+    if edges.num_rows == 0:
+        return spark.createDataFrame([], "node string, root string")
+    a = edges.column("a").to_numpy(zero_copy_only=False).astype(object)
+    b = edges.column("b").to_numpy(zero_copy_only=False).astype(object)
+    nodes, index = np.unique(np.concatenate([a, b]), return_inverse=True)  # sorted keys
+    n = len(nodes)
+    graph = coo_matrix((np.ones(len(a)), (index[: len(a)], index[len(a) :])), shape=(n, n))
+    _, label = connected_components(graph, directed=False)
+    # Nodes are sorted, so a component's smallest index is its smallest key.
+    first = np.full(label.max() + 1, n)
+    np.minimum.at(first, label, np.arange(n))
+    assigned = pa.table({"node": pa.array(nodes, pa.string()), "root": pa.array(nodes[first[label]], pa.string())})
+    return spark.createDataFrame(assigned)
 
 
 def entity_rows(records: DataFrame, assigned: DataFrame, run_id: str) -> DataFrame:

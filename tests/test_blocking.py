@@ -233,6 +233,14 @@ def test_block_job_rerun_writes_no_duplicates(spark, lake_root, tmp_path):
     assert {r["run_id"] for r in cands.select("run_id").distinct().collect()} == {second.run_id}
     report = json.loads((reports / "block" / "report.json").read_text())
     assert report["candidates"] == n and report["pair_completeness"] >= 0.95
+    # Completeness and the per-blocker figures, against the rows themselves.
+    gold = {(r["left_id"], r["right_id"]) for r in lake.read("labels").where("label = 1").collect()}
+    found = {(r["left_id"], r["right_id"]): r["blockers"] for r in rows if (r["left_id"], r["right_id"]) in gold}
+    assert (report["gold_pairs"], report["gold_found"]) == (len(gold), len(found))
+    for blocker, info in report["blockers"].items():
+        made = [r["blockers"] for r in rows if blocker in r["blockers"]]
+        assert info["candidates"] == len(made) and info["only_this"] == sum(len(b) == 1 for b in made)
+        assert info["gold_found"] == sum(blocker in b for b in found.values())
     assert (reports / "block" / "report.png").stat().st_size > 1000
     runs = lake.read("runs").where("job = 'block' AND status = 'succeeded'").count()
     assert runs == 2

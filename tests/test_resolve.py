@@ -50,7 +50,7 @@ def _shapes() -> list[tuple[str, str]]:
 def test_components_of_chains_stars_cycles_in_log_rounds(spark):
     edges = _shapes()
     df = spark.createDataFrame(sorted(set(edges)), "a string, b string")
-    assigned, rounds = components(df)
+    assigned, rounds = components(df, local_edges=0)  # the distributed rounds
     got = {r["node"]: r["root"] for r in assigned.collect()}
     assert got == _union_find(edges)
     assert {got[f"chain:{i:05d}"] for i in range(1024)} == {"chain:00000"}
@@ -59,6 +59,20 @@ def test_components_of_chains_stars_cycles_in_log_rounds(spark):
     assert got["pair:b"] == "pair:a"
     # a chain of n nodes must not take n rounds: alternating large/small star is O(log n)
     assert rounds <= 2 * math.ceil(math.log2(len(got))), rounds
+
+
+def test_small_graphs_are_solved_in_the_driver_with_the_same_roots(spark):
+    edges = _shapes()
+    df = spark.createDataFrame(sorted(set(edges)), "a string, b string")
+    assigned, rounds = components(df, local_edges=len(set(edges)))
+    assert rounds == 0
+    assert {r["node"]: r["root"] for r in assigned.collect()} == _union_find(edges)
+    # one edge more than the limit: the rounds
+    chain = spark.createDataFrame([("n:1", "n:2"), ("n:2", "n:3"), ("n:3", "n:4")], "a string, b string")
+    assigned, rounds = components(chain, local_edges=2)
+    assert rounds > 0 and {r["root"] for r in assigned.collect()} == {"n:1"}
+    empty, rounds = components(spark.createDataFrame([], "a string, b string"))
+    assert (empty.count(), rounds) == (0, 0)
 
 
 def test_entities_cover_every_record_with_stable_ids(spark, tmp_path_factory):

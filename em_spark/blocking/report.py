@@ -6,6 +6,7 @@ Only aggregates reach the driver (counts, quantiles, the top keys), never candid
 from __future__ import annotations
 
 import json
+from functools import reduce
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +30,16 @@ def blocking_report(
     """Report over materialized ``candidates`` (cache them first: several passes read them).
 
     ``gold`` (left_id, right_id), oriented like the candidates, gives pair completeness;
-    ``n``: the number of candidates, where the caller has counted them already.
+    ``n``: the number of candidates, where the caller has counted them already. Four
+    queries: candidates per record, per blocker (with completeness), and the keys' totals
+    and largest keys of every key blocker.
     """
     prep = plan.prepared
     assert prep is not None
     if n is None:
         n = candidates.count()
     total = prep.total_pairs
+    per_blocker, completeness = _per_blocker(candidates, gold)
     report: dict[str, Any] = {
         "mode": prep.mode,
         "records": {"left": prep.n_left, "right": prep.n_right} if prep.mode == "link" else {"all": prep.n_left},
@@ -44,10 +48,10 @@ def blocking_report(
         "reduction_ratio": round(1.0 - n / total, 6) if total else None,
         "candidates_per_left": round(n / prep.n_left, 3) if prep.n_left else None,
         "per_record": _per_record(candidates, prep),
-        "blockers": _per_blocker(candidates, gold),
-        "keys": {name: _key_report(stats, plan.caps.get(name)) for name, stats in plan.key_stats.items()},
+        "blockers": per_blocker,
+        "keys": _key_reports(plan.key_stats, plan.caps),
     }
-    report.update(_completeness(candidates, gold))
+    report.update(completeness)
     return report
 
 
@@ -97,54 +101,83 @@ def _summary(histogram: dict[int, int]) -> dict[str, Any]:
     }
 
 
-def _per_blocker(candidates: DataFrame, gold: DataFrame | None) -> dict[str, Any]:
-    """Per blocker: candidates it produced, those only it produced, gold pairs it found."""
-    exploded = candidates.select(F.explode("blockers").alias("blocker"), F.size("blockers").alias("k"), "left_id", "right_id")
-    aggs = [F.count("*").alias("candidates"), F.sum(F.when(F.col("k") == 1, 1).otherwise(0)).alias("only_this")]
+def _per_blocker(candidates: DataFrame, gold: DataFrame | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Per blocker: candidates it produced, those only it produced, gold pairs it found;
+    and the pair completeness. One query: the candidates full-outer-joined with ``gold``,
+    one row per pair and blocker; a gold pair no blocker found is a row with no blocker."""
+    pairs = candidates.select("left_id", "right_id", "blockers")
     if gold is not None:
-        marked = exploded.join(gold.withColumn("gold", F.lit(1)), ["left_id", "right_id"], "left")
-        aggs.append(F.sum(F.coalesce("gold", F.lit(0))).alias("gold_found"))
-        exploded = marked
-    rows = exploded.groupBy("blocker").agg(*aggs).orderBy("blocker").collect()
-    return {r["blocker"]: {k: int(v) for k, v in r.asDict().items() if k != "blocker"} for r in rows}
-
-
-def _completeness(candidates: DataFrame, gold: DataFrame | None) -> dict[str, Any]:
+        pairs = pairs.join(gold.withColumn("gold", F.lit(1)), ["left_id", "right_id"], "full_outer")
+    else:
+        pairs = pairs.withColumn("gold", F.lit(None).cast("int"))
+    exploded = pairs.select(
+        F.posexplode_outer("blockers").alias("position", "blocker"), F.size("blockers").alias("k"), "gold"
+    )
+    is_gold = F.coalesce("gold", F.lit(0))
+    rows = exploded.groupBy("blocker").agg(
+        F.count("*").alias("candidates"),
+        F.sum(F.when(F.col("k") == 1, 1).otherwise(0)).alias("only_this"),
+        F.sum(is_gold).alias("gold_found"),
+        # Each gold candidate once: at its first blocker.
+        F.sum(F.when(F.col("position") == 0, is_gold).otherwise(0)).alias("gold_pairs_found"),
+    ).collect()
+    blockers = {
+        r["blocker"]: {k: int(r[k]) for k in ("candidates", "only_this", "gold_found")}
+        for r in sorted((r for r in rows if r["blocker"] is not None), key=lambda r: r["blocker"])
+    }
     if gold is None:
-        return {"pair_completeness": None, "gold_pairs": 0}
-    proposed = candidates.select("left_id", "right_id", F.lit(1).alias("found"))
-    row = gold.join(proposed, ["left_id", "right_id"], "left").agg(
-        F.count(F.lit(1)).alias("gold"), F.count("found").alias("found")
-    ).collect()[0]
-    n_gold, found = int(row["gold"]), int(row["found"])
-    return {
+        for info in blockers.values():
+            del info["gold_found"]
+        return blockers, {"pair_completeness": None, "gold_pairs": 0}
+    found = sum(int(r["gold_pairs_found"]) for r in rows if r["blocker"] is not None)
+    missed = sum(int(r["candidates"]) for r in rows if r["blocker"] is None)
+    n_gold = found + missed
+    return blockers, {
         "pair_completeness": round(found / n_gold, 6) if n_gold else None,
         "gold_pairs": n_gold,
         "gold_found": found,
     }
 
 
-def _key_report(stats: DataFrame, cap: int | None) -> dict[str, Any]:
-    """The largest keys kept and dropped, and what the cap dropped."""
-    totals = stats.groupBy("dropped").agg(
-        F.count("*").alias("keys"), F.sum("pairs").alias("pairs"), F.sum("records").alias("postings")
+def _key_reports(key_stats: dict[str, DataFrame], caps: dict[str, int]) -> dict[str, Any]:
+    """Per key blocker: the largest keys kept and dropped, and what the cap dropped (every
+    blocker's totals in one query, their largest keys in another)."""
+    if not key_stats:
+        return {}
+    tagged = [
+        stats.select(F.lit(name).alias("blocker"), "key", "records", "pairs", "dropped")
+        for name, stats in key_stats.items()
+    ]
+    everything = reduce(DataFrame.unionByName, tagged)
+    totals = everything.groupBy("blocker", "dropped").agg(
+        F.count("*").alias("keys"), F.sum("pairs").alias("pairs")
     ).collect()
-    by_flag = {bool(r["dropped"]): r for r in totals}
-    kept, dropped = by_flag.get(False), by_flag.get(True)
+    tops = [
+        t.where(F.col("dropped") == flag).orderBy(F.desc("records"), "key").limit(TOP_KEYS)
+        for t in tagged
+        for flag in (False, True)
+    ]
+    largest = reduce(DataFrame.unionByName, tops).collect()
+    report: dict[str, Any] = {}
+    for name in key_stats:
+        by_flag = {bool(r["dropped"]): r for r in totals if r["blocker"] == name}
+        kept, dropped = by_flag.get(False), by_flag.get(True)
 
-    def top(flag: bool) -> list[dict[str, Any]]:
-        rows = stats.where(F.col("dropped") == flag).orderBy(F.desc("records"), "key").limit(TOP_KEYS).collect()
-        return [{"key": r["key"], "records": int(r["records"]), "pairs": int(r["pairs"])} for r in rows]
+        def top(flag: bool) -> list[dict[str, Any]]:
+            rows = [r for r in largest if r["blocker"] == name and bool(r["dropped"]) == flag]
+            rows.sort(key=lambda r: (-r["records"], r["key"]))
+            return [{"key": r["key"], "records": int(r["records"]), "pairs": int(r["pairs"])} for r in rows]
 
-    return {
-        "cap_records": cap,
-        "keys_kept": int(kept["keys"]) if kept else 0,
-        "pairs_from_kept_keys": int(kept["pairs"]) if kept else 0,
-        "keys_dropped": int(dropped["keys"]) if dropped else 0,
-        "pairs_avoided": int(dropped["pairs"]) if dropped else 0,
-        "largest_kept": top(False),
-        "largest_dropped": top(True),
-    }
+        report[name] = {
+            "cap_records": caps.get(name),
+            "keys_kept": int(kept["keys"]) if kept else 0,
+            "pairs_from_kept_keys": int(kept["pairs"]) if kept else 0,
+            "keys_dropped": int(dropped["keys"]) if dropped else 0,
+            "pairs_avoided": int(dropped["pairs"]) if dropped else 0,
+            "largest_kept": top(False),
+            "largest_dropped": top(True),
+        }
+    return report
 
 
 def write_report(report: dict[str, Any], folder: Path) -> tuple[Path, Path]:

@@ -170,6 +170,23 @@ def find_student_dir(root: Path) -> Path:
     return found[0].parent
 
 
+def _saved_meta(uri: str, store: MlflowStore | None) -> tuple[Path, dict[str, Any]]:
+    """The student's folder and its em_student.json, refusing a model that used a removed option."""
+    folder = find_student_dir(resolve_model_dir(str(uri), store))
+    meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+    if (meta.get("extra") or {}).get("feature_offset"):
+        raise InputError(
+            f"{folder}: this model was trained with train.feature_offset, an option since removed "
+            "(docs/STUDENT.md); retrain it"
+        )
+    return folder, meta
+
+
+def _prefilter_path(student_folder: Path) -> Path | None:
+    prefilter = student_folder.parent / PREFILTER_DIR
+    return prefilter if prefilter.is_dir() else None
+
+
 def pick_device(device: str | None) -> torch.device:
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -249,13 +266,7 @@ class StudentPredictor:
         """``store``: the MLflow store an MLflow ``uri`` lives in (jobs always pass it)."""
         from transformers import AutoTokenizer
 
-        folder = find_student_dir(resolve_model_dir(str(uri), store))
-        meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
-        if (meta.get("extra") or {}).get("feature_offset"):
-            raise InputError(
-                f"{folder}: this model was trained with train.feature_offset, an option since removed "
-                "(docs/STUDENT.md); retrain it"
-            )
+        folder, meta = _saved_meta(uri, store)
         try:
             settings = SerializerSettings.from_dict(meta["settings"])
         except InputError as exc:
@@ -271,8 +282,15 @@ class StudentPredictor:
             attributes=meta.get("attributes"),
             max_input_tokens=meta.get("max_input_tokens", 256),
             extra=meta.get("extra"),
-            prefilter_path=prefilter if (prefilter := folder.parent / PREFILTER_DIR).is_dir() else None,
+            prefilter_path=_prefilter_path(folder),
         )
+
+    @staticmethod
+    def saved_metadata(uri: str, store: MlflowStore | None = None) -> dict[str, Any]:
+        """``verdict_by`` and ``prefilter_path`` of the student saved at ``uri``, from its
+        metadata alone (no weights, no tokenizer)."""
+        folder, meta = _saved_meta(uri, store)
+        return {"verdict_by": str((meta.get("extra") or {}).get("verdict_by", "student")), "prefilter_path": _prefilter_path(folder)}
 
     def serialize_pairs(self, lefts: Sequence[Mapping], rights: Sequence[Mapping]) -> list[str]:
         """Each pair as the model was trained to read it (its similarity hints included)."""
