@@ -66,5 +66,6 @@ def test_a_preset_brings_its_recipe_where_the_config_is_silent():
     assert (default.learning_rate, default.similarity_hints) == (3e-4, True)
     assert (minilm.learning_rate, minilm.max_input_tokens, minilm.similarity_hints) == (8e-5, 160, False)
     assert (minilm.max_words_per_attribute, minilm.max_words_per_record) == (24, 48)
+    assert (minilm.max_epochs, minilm.positive_weight, default.positive_weight) == (5, 3.0, None)
     chosen = load_config(overrides=["train.model=minilm-l6", "train.learning_rate=1e-4", "train.similarity_hints=true"])
     assert (chosen.train.learning_rate, chosen.train.similarity_hints, chosen.train.max_input_tokens) == (1e-4, True, 160)
