@@ -13,6 +13,7 @@ import logging
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import reduce
 from pathlib import Path
 
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -219,14 +220,9 @@ def attribute_names(records: DataFrame) -> list[str]:
     return list(row[0]["k"]) if row else []
 
 
-def load_labels(
-    spark: SparkSession,
-    conf: LabelSourceConf,
-    records: DataFrame,
-    mode: str,
-    run_id: str,
-) -> DataFrame:
-    """Validate one labeled-pairs file against ``records`` and shape it as ``labels`` rows."""
+def read_labels(spark: SparkSession, conf: LabelSourceConf) -> DataFrame:
+    """One labeled-pairs file as left_id, right_id, label_raw, split (trimmed strings),
+    its columns checked; the rows are checked against the records by :func:`check_labels`."""
     raw = read_source(spark, conf.path, conf.format)
     where = conf.path
     for col in (conf.left_id_column, conf.right_id_column, conf.label_column):
@@ -235,19 +231,22 @@ def load_labels(
     if conf.split is None and "split" not in raw.columns:
         raise InputError(f"{where}: no 'split' column and no split set for this file")
     split = F.lit(conf.split) if conf.split is not None else F.col("split")
-    df = raw.select(
+    return raw.select(
         F.trim(_col(conf.left_id_column)).alias("left_id"),
         F.trim(_col(conf.right_id_column)).alias("right_id"),
         F.trim(_col(conf.label_column)).alias("label_raw"),
         split.alias("split"),
     )
-    _check_labels(df, records, conf, mode)
+
+
+def labels_rows(df: DataFrame, mode: str, run_id: str) -> DataFrame:
+    """Checked labeled pairs (:func:`read_labels`) shaped as ``labels`` rows."""
     if mode == "dedupe":
         # Unordered pairs: store each once, smaller id on the left, as blocking does.
         lo = F.least("left_id", "right_id")
         hi = F.greatest("left_id", "right_id")
         df = df.select(lo.alias("left_id"), hi.alias("right_id"), "label_raw", "split")
-    labeled = df.select(
+    return df.select(
         pair_id_col("left_id", "right_id").alias("pair_id"),
         "left_id",
         "right_id",
@@ -255,24 +254,25 @@ def load_labels(
         "split",
         F.lit(run_id).alias("run_id"),
     )
-    return labeled
 
 
-def _check_labels(df: DataFrame, records: DataFrame, conf: LabelSourceConf, mode: str) -> None:
-    """Every check of one labeled-pairs file in one query; the first failing row (in file
-    order) of the first failing check is the error."""
-    where = conf.path
+def check_labels(files: list[DataFrame], confs: list[LabelSourceConf], records: DataFrame, mode: str) -> None:
+    """Every check of every labeled-pairs file (:func:`read_labels`, one per conf) in one
+    query; the error is the first failing row (files in order, then rows in file order) of
+    the first failing check, naming its file."""
     right_source = LEFT if mode == "dedupe" else RIGHT
-    rows = df.withColumn("_row", F.monotonically_increasing_id())
+    rows = files[0].select("*", F.lit(0).alias("_file"), F.monotonically_increasing_id().alias("_row"))
+    for i, df in enumerate(files[1:], start=1):
+        rows = rows.unionByName(df.select("*", F.lit(i).alias("_file"), F.monotonically_increasing_id().alias("_row")))
     for side, source in (("left_id", LEFT), ("right_id", right_source)):
         known = records.where(F.col("source") == source).select(
             F.col("record_id").alias(side), F.lit(True).alias(f"_known_{side}")
         )
         rows = rows.join(known, side, "left")
-    fields = ("left_id", "right_id", "label_raw", "split")
+    fields = ("_file", "left_id", "right_id", "label_raw", "split")
 
     def first(condition: Column) -> Column:
-        return F.min_by(F.struct(*fields), F.when(condition, F.col("_row")))
+        return F.min_by(F.struct(*fields), F.when(condition, F.struct("_file", "_row")))
 
     checks = {
         "bad": ~F.col("label_raw").isin("0", "1") | F.col("label_raw").isNull(),
@@ -285,19 +285,23 @@ def _check_labels(df: DataFrame, records: DataFrame, conf: LabelSourceConf, mode
     found = rows.agg(*[first(c).alias(name) for name, c in checks.items()]).collect()[0]
     if found["bad"] is not None:
         b = found["bad"]
+        conf = confs[b["_file"]]
         raise InputError(
-            f"{where}: column '{conf.label_column}' must be 0 or 1, got {b['label_raw']!r} "
+            f"{conf.path}: column '{conf.label_column}' must be 0 or 1, got {b['label_raw']!r} "
             f"for pair ({b['left_id']}, {b['right_id']})"
         )
     if found["nulls"] is not None:
-        raise InputError(f"{where}: a labeled pair has an empty id: {found['nulls'].asDict()}")
+        pair = {k: v for k, v in found["nulls"].asDict().items() if k != "_file"}
+        raise InputError(f"{confs[found['nulls']['_file']].path}: a labeled pair has an empty id: {pair}")
     for side, source in (("left_id", LEFT), ("right_id", right_source)):
         unknown = found[f"unknown_{side}"]
         if unknown is not None:
+            conf = confs[unknown["_file"]]
             col = conf.left_id_column if side == "left_id" else conf.right_id_column
-            raise InputError(f"{where}: column '{col}' names unknown {source} id {unknown[side]!r}")
+            raise InputError(f"{conf.path}: column '{col}' names unknown {source} id {unknown[side]!r}")
     if mode == "dedupe" and found["self_pair"] is not None:
-        raise InputError(f"{where}: labeled pair pairs id {found['self_pair']['left_id']!r} with itself")
+        conf = confs[found["self_pair"]["_file"]]
+        raise InputError(f"{conf.path}: labeled pair pairs id {found['self_pair']['left_id']!r} with itself")
 
 
 def _check_consistent(labels: DataFrame) -> None:
@@ -353,10 +357,10 @@ def _validated(spark: SparkSession, config: Config, run_id: str) -> tuple[DataFr
     records = records.cache()
 
     labels = None
-    for label_conf in conf.labels:
-        part = load_labels(spark, label_conf, records, config.mode, run_id)
-        labels = part if labels is None else labels.unionByName(part)
-    if labels is not None:
+    if conf.labels:
+        files = [read_labels(spark, label_conf) for label_conf in conf.labels]
+        check_labels(files, conf.labels, records, config.mode)
+        labels = reduce(DataFrame.unionByName, [labels_rows(df, config.mode, run_id) for df in files])
         _check_consistent(labels)
         # A pair listed twice (same label, checked above) keeps one row.
         labels = labels.dropDuplicates(["pair_id"]).cache()

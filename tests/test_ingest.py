@@ -108,6 +108,22 @@ def test_label_unknown_id(spark, lake_root, capsys):
     assert "unknown left id '7'" in line  # dedupe mode: both sides are the one table
 
 
+def test_labels_files_are_checked_together_and_the_error_names_the_file(spark, lake_root, capsys):
+    left = lake_root.parent / "left.csv"
+    left.write_text("id,name\n1,a\n2,b\n3,c\n")
+    good, bad = lake_root.parent / "good.csv", lake_root.parent / "bad_rows.csv"
+    good.write_text("ltable_id,rtable_id,label\n1,2,1\n")
+    bad.write_text("ltable_id,rtable_id,pair_label\n1,3,0\n2,3,maybe\n")
+    labels = [
+        {"path": str(good), "split": "train"},
+        {"path": str(bad), "split": "test", "label_column": "pair_label"},
+    ]
+    assert main(["ingest", "--config", str(write_config(lake_root, left, None, labels))]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert str(bad) in line and "column 'pair_label' must be 0 or 1, got 'maybe'" in line
+    assert not (lake_root / "labels").exists()
+
+
 def test_link_columns_must_align(spark, lake_root, capsys):
     line = _bad_ingest(lake_root, capsys, "id,name\n1,a\n", right_text="id,title\n1,a\n")
     assert "columns differ" in line and "rename" in line
