@@ -10,6 +10,15 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.em-spark-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  # PyPI's torch wheel brings the CUDA libraries: the install needs about 12 GB while it
+  # unpacks (7 GB once done). Say so up front rather than fail half-way with ENOSPC.
+  free_kb=$(df -Pk . | awk 'NR == 2 {print $4}')
+  tmp_kb=$(df -Pk "${TMPDIR:-/tmp}" | awk 'NR == 2 {print $4}')
+  if [ "${free_kb:-0}" -lt 12000000 ] || [ "${tmp_kb:-0}" -lt 4000000 ]; then
+    echo "setup: not enough free disk for the install: $((free_kb / 1000000)) GB free here ($PWD)," \
+      "$((tmp_kb / 1000000)) GB in ${TMPDIR:-/tmp}; it needs about 12 GB here and 4 GB there" >&2
+    exit 1
+  fi
   echo "setup: installing em-spark and its dependencies into .venv (first time: several minutes)"
   .venv/bin/python -m pip install --quiet --upgrade pip
   .venv/bin/python -m pip install --quiet -e ".[dev]"
