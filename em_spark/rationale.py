@@ -109,10 +109,11 @@ class _Pair:
         return set(rules.tokens(self.value(side, name)))
 
     def attributes(self, text: str) -> list[str]:
-        """The attributes a clause fragment may name: ``"addrs"`` is the plural of ``addr``
-        or an attribute of that name; both are tried."""
+        """The attributes a clause fragment may name: ``"addresses"`` is the plural of
+        ``address`` (the teacher's :func:`rules.plural`) or an attribute of that name; both
+        are tried. The bare ``+ s`` of releases before 2026-12-07 (``"authorss"``) still reads."""
         text = text.strip().lower()
-        return [n for n in self.names if n.lower() == text or n.lower() + "s" == text]
+        return [n for n in self.names if text in (n.lower(), rules.plural(n).lower(), n.lower() + "s")]
 
     def has_code(self, side: str, code: str) -> bool:
         return rules.compact_code(normalize(code)) in self.codes[side]
@@ -146,7 +147,7 @@ def _share(pair: _Pair, m: re.Match, name: str) -> str | None:
         return "nothing quoted as shared"
     for q in quotes:
         if not all(w in pair.words(side, name) for side in "ab" for w in rules.tokens(q)) or not q:
-            return f"{q!r} is not in both {name}s"
+            return f"{q!r} is not in both {rules.plural(name)}"
     return None
 
 
@@ -177,7 +178,7 @@ def _nothing_in_common(pair: _Pair, m: re.Match, name: str) -> str | None:
     stop = rules.STOP_WORDS
     shared = (pair.words("a", name) - stop) & (pair.words("b", name) - stop)
     if shared:
-        return f"the {name}s share {sorted(shared)[0]!r}"
+        return f"the {rules.plural(name)} share {sorted(shared)[0]!r}"
     return _sides_quoted(pair, name, normalize(m["a"]), normalize(m["b"]))
 
 

@@ -13,7 +13,8 @@ from em_spark.teacher.base import Completion
 from em_spark.teacher.core import Pair, TeachSettings, build_request, result_row, teach_pairs
 from em_spark.teacher.parse import parse_teacher_output
 from em_spark.teacher.prompts import Demonstration, load_prompt
-from em_spark.teacher.rules import explain_pair, guess_label
+from em_spark.rationale import rationale_failures
+from em_spark.teacher.rules import explain_pair, guess_label, plural
 from em_spark.teacher.validate import check_explanation, grounding_score, stance
 
 SONY = {"name": "sony turntable pslx350h", "description": "belt drive turntable, 33-1/3 and 45 rpm", "price": "149.0"}
@@ -47,6 +48,19 @@ def test_attribute_order_is_respected():
     price_first = explain_pair(SONY, BOSE, 0, order=["price", "name", "description"])
     assert "price values are far apart (149.0 vs 399.0)" in price_first and "names" not in price_first
     assert "names have nothing in common" in explain_pair(SONY, BOSE, 0)
+
+
+def test_attribute_names_are_pluralized_as_english_and_the_checker_reads_them():
+    assert [plural(n) for n in ["title", "authors", "address", "category", "day", "box", "Branch"]] == [
+        "titles", "authors", "addresses", "categories", "days", "boxes", "Branches",
+    ]
+    left = {"authors": "jennifer widom", "address": "12 main street"}
+    right = {"authors": "praveen seshadri", "address": "12 main street east"}
+    text = explain_pair(left, right, 0)
+    assert "The authors have nothing in common" in text and "authorss" not in text
+    assert "The addresses share" in explain_pair(left, right, 1)
+    for label in (0, 1):
+        assert rationale_failures(explain_pair(left, right, label), "match" if label else "no_match", left, right) == []
 
 
 @settings(max_examples=60, deadline=None)

@@ -114,7 +114,32 @@ def _compare_numbers(name: str, a: float, b: float, a_text: str, b_text: str, ev
         ev.conflict.append(f"the {name} values are far apart ({a_text} vs {b_text})")
 
 
-def _compare_text(name: str, a: str, b: str, ev: _Evidence) -> None:
+def plural(name: str) -> str:
+    """An attribute's name as the plural subject of a clause ("the titles share …"): a name
+    already in -s stays ("authors", not "authorss"); -ss, -x, -z, -ch, -sh take -es; a
+    consonant + y takes -ies."""
+    lower = name.lower()
+    if lower.endswith(("ss", "x", "z", "ch", "sh")):
+        return name + "es"
+    if lower.endswith("s"):
+        return name
+    if len(lower) > 1 and lower.endswith("y") and lower[-2] not in "aeiou":
+        return name[:-1] + "ies"
+    return name + "s"
+
+
+def _plural_subjects(names: Sequence[str]) -> dict[str, str]:
+    """Each attribute's plural (:func:`plural`), unless two of them would read the same
+    ("title" and "titles"): then every name + s, as distinct as the names themselves."""
+    plurals = {name: plural(name) for name in names}
+    spelled = [p.lower() for p in plurals.values()]
+    others = {n.lower() for n in names}
+    if len(set(spelled)) < len(spelled) or any(p.lower() in others - {n.lower()} for n, p in plurals.items()):
+        return {name: name + "s" for name in names}
+    return plurals
+
+
+def _compare_text(name: str, names: str, a: str, b: str, ev: _Evidence) -> None:
     ta, tb = tokens(a), tokens(b)
     content_a = [t for t in dict.fromkeys(ta) if t not in STOP_WORDS]
     content_b = [t for t in dict.fromkeys(tb) if t not in STOP_WORDS]
@@ -126,15 +151,15 @@ def _compare_text(name: str, a: str, b: str, ev: _Evidence) -> None:
         ev.agree.append(f"the {name} is identical ({_quote(a)})")
     elif score >= 80 and shared:
         words = ", ".join(_quote(t) for t in sorted(shared, key=len, reverse=True)[:3])
-        ev.agree.append(f"the {name}s share {words}")
+        ev.agree.append(f"the {names} share {words}")
         if only_a and only_b:
-            ev.conflict.append(f"the {name}s differ in {_quote(only_a[0])} vs {_quote(only_b[0])}")
+            ev.conflict.append(f"the {names} differ in {_quote(only_a[0])} vs {_quote(only_b[0])}")
     elif shared:
         words = ", ".join(_quote(t) for t in sorted(shared, key=len, reverse=True)[:2])
-        ev.agree.append(f"the {name}s share only {words}")
-        ev.conflict.append(f"the {name}s otherwise differ ({_quote(a)} vs {_quote(b)})")
+        ev.agree.append(f"the {names} share only {words}")
+        ev.conflict.append(f"the {names} otherwise differ ({_quote(a)} vs {_quote(b)})")
     else:
-        ev.conflict.append(f"the {name}s have nothing in common ({_quote(a)} vs {_quote(b)})")
+        ev.conflict.append(f"the {names} have nothing in common ({_quote(a)} vs {_quote(b)})")
 
 
 def compare_records(
@@ -146,6 +171,7 @@ def compare_records(
     ev.shared_codes = [left_codes[c] for c in left_codes if c in right_codes]
     ev.left_codes = [left_codes[c] for c in left_codes if c not in right_codes]
     ev.right_codes = [right_codes[c] for c in right_codes if c not in left_codes]
+    subjects = _plural_subjects(names)
     for name in names:
         a, b = clean_value(left.get(name)), clean_value(right.get(name))
         if not a and not b:
@@ -157,7 +183,7 @@ def compare_records(
         if na is not None and nb is not None:
             _compare_numbers(name, na, nb, a, b, ev)
         else:
-            _compare_text(name, a, b, ev)
+            _compare_text(name, subjects[name], a, b, ev)
     text_a = " ".join(clean_value(left.get(n)) for n in names).lower()
     text_b = " ".join(clean_value(right.get(n)) for n in names).lower()
     ev.similarity = fuzz.token_set_ratio(text_a, text_b)
