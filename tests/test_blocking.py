@@ -7,6 +7,7 @@ from collections import Counter
 
 import json
 
+import pyarrow as pa
 import pytest
 from pyspark.sql import functions as F
 
@@ -79,15 +80,14 @@ def test_score_is_the_full_cosine_whichever_blocker_found_the_pair(spark, fodors
     prep = plan.prepared
     limit = core._cap_limit(conf.topk.cap, prep)
     # The reference vectors, in plain Python from each record's words: sublinear TF-IDF;
-    # pair terms from the m rarest capped words (fewest records, then the smaller xxhash64
+    # pair terms from the m rarest capped words (fewest records, then the smaller hash
     # of "w:word"); unit length per term space (words, pair terms), times the space's
     # share (1 and PAIR_SPACE_WEIGHT, over their sum).
     values = text.attribute_values(F.col("attributes"), conf.topk.attributes, prep.exclude)
     tokens = text.words(values, conf.topk.max_words_per_attribute)
     words = {(r["source"], r["rid"]): r["words"] for r in prep.rec.select("source", "rid", tokens.alias("words")).collect()}
     df = Counter(t for ws in words.values() for t in set(ws))
-    hashed = spark.createDataFrame([(t,) for t in df], "t string").select("t", F.xxhash64(F.concat(F.lit("w:"), "t")).alias("h"))
-    hashes = {r["t"]: r["h"] for r in hashed.collect()}
+    hashes = dict(zip(df, text.term_hashes(pa.array([f"w:{t}" for t in df]))))
     m = conf.topk.pair_terms
     pair_terms = {}
     for key, ws in words.items():
@@ -118,6 +118,29 @@ def test_score_is_the_full_cosine_whichever_blocker_found_the_pair(spark, fodors
         assert r["score"] == pytest.approx(expected, abs=2e-6), r
         paths["topk" in r["blockers"]] += 1
     assert paths[True] > 0 and paths[False] > 0
+
+
+def test_arrow_words_and_qgrams_are_the_sql_ones(spark):
+    # The top-k and code-token blockers tokenize in Arrow, MinHash in SQL: the same words.
+    rows = [
+        ({"name": "TL-SG1005P  5-Port", "brand": "TP-Link", "note": None}, "l1"),
+        ({"name": "Café Crème, 12oz (ÀB)", "brand": "", "note": "x"}, "l2"),
+        ({"name": "--", "brand": "naïve_v2.0 日本語 ১২৩", "note": "a b c d"}, "l3"),
+        ({}, "l4"),
+    ]
+    df = spark.createDataFrame(rows, "attributes map<string,string>, rid string")
+    for names, exclude in ((None, []), (["brand", "name"], []), (None, ["note"])):
+        values = text.attribute_values(F.col("attributes"), names, exclude)
+        expected = [
+            (r["words"], r["grams"])
+            for r in df.select(text.words(values).alias("words"), text.qgrams(text.words(values), 3).alias("grams")).collect()
+        ]
+        batch = pa.Table.from_pandas(df.toPandas(), schema=pa.schema([("attributes", pa.map_(pa.string(), pa.string())), ("rid", pa.string())]))
+        found = text.value_words(batch.column("attributes").combine_chunks(), names, exclude)
+        words = text.term_lists(found.rows, found.words, len(rows)).to_pylist()
+        gram_rows, grams = text.value_qgrams(found, 3)
+        assert [(w, g) for w, g in zip(words, text.term_lists(gram_rows, grams, len(rows)).to_pylist())] == expected, names
+    assert expected[0][0] == ["tl", "sg1005p", "5", "port", "tp", "link"]
 
 
 def test_only_involving_blocks_new_records_without_all_pairs(spark, fodors):

@@ -18,6 +18,7 @@ computing all pairs and filtering.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import reduce
 
@@ -27,8 +28,8 @@ from pyspark.sql import functions as F
 from em_spark.blocking import text
 from em_spark.blocking.prepared import LEFT, RIGHT, Prepared, RecordNumbers, oriented, searched_pairs
 from em_spark.blocking.search import SparseScorer, TermSpaces, pair_scores, search
-from em_spark.blocking.vectors import key_counts, record_vectors
-from em_spark.config import BlockConf, KeyCapConf, MinHashConf, SortedNeighbourhoodConf, TokenBlockConf, TopKConf
+from em_spark.blocking.vectors import key_counts, record_terms, record_vectors
+from em_spark.config import BlockConf, KeyCapConf, MinHashConf, SortedNeighbourhoodConf, TopKConf
 from em_spark.errors import ConfigError
 from em_spark.tables import pair_id_col
 
@@ -65,18 +66,24 @@ def plan_blocking(
     prep = _prepare(records, mode, only_involving, conf.exclude_attributes)
     parts: list[DataFrame] = []
     stats: dict[str, DataFrame] = {}
-    # Read by the top-k statistics and the vectors; the vectors by the top-k search and
-    # the final scores: each computed once.
-    tfidf = record_vectors(prep, conf.topk, _values(prep, conf.topk.attributes), _cap_limit(conf.topk.cap, prep))
+    # The terms are read by the term counts, the pair terms, the vectors and the token
+    # keys; the vectors by the top-k search and the final scores: each computed once.
+    tokens = conf.tokens if conf.tokens.enabled else None
+    terms = record_terms(prep.rec, conf.topk, prep.exclude, tokens).localCheckpoint()
+    tfidf = record_vectors(prep, conf.topk, terms, _cap_limit(conf.topk.cap, prep))
     vectors, spaces = tfidf.vectors.localCheckpoint(), tfidf.spaces
     # Every blocker's pairs as their keys (prepared.RecordNumbers).
-    if conf.tokens.enabled:
-        keys = _token_keys(prep, conf.tokens)
-        pairs, stats["tokens"] = _key_pairs(prep, keys, conf.tokens.cap)
-        parts.append(_flagged(prep.numbers.keyed(pairs), "tokens"))
-    if conf.topk.enabled:
-        pairs, stats["topk"] = _tfidf_topk(prep, tfidf.counts, vectors, spaces, conf.topk)
-        parts.append(_flagged(pairs, "topk"))
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # The top-k search builds its indexes in the driver, one core at work: the token
+        # pairs are materialized meanwhile.
+        topk = pool.submit(_tfidf_topk, prep, tfidf.counts, vectors, spaces, conf.topk) if conf.topk.enabled else None
+        if tokens:
+            keys = terms.select("source", "rid", "is_new", F.explode("tk").alias("key"))
+            pairs, stats["tokens"] = _key_pairs(prep, keys, tokens.cap)
+            parts.append(_flagged(prep.numbers.keyed(pairs), "tokens").localCheckpoint())
+        if topk is not None:
+            pairs, stats["topk"] = topk.result()
+            parts.append(_flagged(pairs, "topk"))
     if conf.minhash.enabled:
         keys = _minhash_keys(prep, conf.minhash)
         pairs, stats["minhash"] = _key_pairs(prep, keys, conf.minhash.cap)
@@ -192,9 +199,10 @@ def _involving_join(a: DataFrame, b: DataFrame, on: str | list[str], prep: Prepa
 
 
 def _key_pairs(prep: Prepared, keys: DataFrame, cap: KeyCapConf) -> tuple[DataFrame, DataFrame]:
-    """Pairs of records sharing a key (source, rid, is_new, key), under the cap."""
+    """Pairs of records sharing a key (source, rid, is_new, key: a row per record and
+    key), under the cap."""
     # Checkpointed: both the statistics and the join read the keys.
-    keys = keys.where(F.col("key").isNotNull()).dropDuplicates(["source", "rid", "key"]).localCheckpoint()
+    keys = keys.localCheckpoint()
     stats = _key_stats(key_counts(keys), prep, _cap_limit(cap, prep)).localCheckpoint()
     kept = keys.join(stats.where(~F.col("dropped") & (F.col("pairs") > 0)).select("key"), "key", "left_semi")
     a, b = _sides(kept, prep)
@@ -217,24 +225,6 @@ def _key_stats(counts: DataFrame, prep: Prepared, limit: int) -> DataFrame:
         pairs.cast("long").alias("pairs"),
         (F.col("records") > F.lit(limit)).alias("dropped"),
     )
-
-
-def _token_keys(prep: Prepared, conf: TokenBlockConf) -> DataFrame:
-    tokens = text.words(_values(prep, conf.attributes))
-    keys: list[Column] = []
-    if conf.words:
-
-        def keep(t: Column) -> Column:
-            ok = F.length(t) >= conf.min_length
-            return ok & text.is_code(t) if conf.codes_only else ok
-
-        keys.append(F.transform(F.filter(tokens, keep), lambda t: F.concat(F.lit("w:"), t)))
-    if conf.qgram:
-        keys.append(F.transform(text.qgrams(tokens, conf.qgram), lambda g: F.concat(F.lit("q:"), g)))
-    if not keys:
-        raise ConfigError("block.tokens: enable words or set qgram > 0 (or disable the blocker)")
-    all_keys = F.array_distinct(F.concat(*keys)) if len(keys) > 1 else F.array_distinct(keys[0])
-    return prep.rec.select("source", "rid", "is_new", F.explode(all_keys).alias("key"))
 
 
 def _minhash_keys(prep: Prepared, conf: MinHashConf) -> DataFrame:
@@ -320,10 +310,14 @@ def _tfidf_topk(
     else:
         queries = vectors.where("is_new") if prep.involving else vectors
         directions = [(queries, vectors, conf.k, (LEFT, LEFT))]
-    found = [
-        searched_pairs(search(q, c, SparseScorer(k, spaces), prep.numbers, sides), sides, prep)
-        for q, c, k, sides in directions
-    ]
+    # Each direction's index is built in the driver: both at once.
+    with ThreadPoolExecutor(max_workers=len(directions)) as pool:
+        found = list(
+            pool.map(
+                lambda d: searched_pairs(search(d[0], d[1], SparseScorer(d[2], spaces), prep.numbers, d[3]), d[3], prep),
+                directions,
+            )
+        )
     return reduce(DataFrame.unionByName, found).withColumnRenamed("score", "topk_score"), stats
 
 
@@ -345,8 +339,10 @@ def _with_score(pairs: DataFrame, vectors: DataFrame, spaces: TermSpaces, prep: 
         "flags int, score double",
     )
     others = prep.numbers.pairs(pairs.where(F.col("topk_score").isNull()).select("key", "flags"), "flags int")
-    joined = others.join(side(LEFT, "left_id", "l_"), "left_id", "left").join(
-        side(right_source, "right_id", "r_"), "right_id", "left"
+    # Every record has a vector row: inner joins, with the pairs as the build side, so
+    # that the vectors are streamed, not shuffled.
+    joined = side(LEFT, "left_id", "l_").join(F.broadcast(others), "left_id").join(
+        side(right_source, "right_id", "r_"), "right_id"
     )
     scored = joined.mapInArrow(
         lambda batches: pair_scores(batches, spaces), "left_id string, right_id string, flags int, score double"

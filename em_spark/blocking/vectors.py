@@ -7,7 +7,7 @@ words are all common still holds rare terms ("sony|black"). Weights are sublinea
 
 No row per record and term crosses a shuffle (the counts are aggregated in each task
 first, and each vector is built where its record is):
-1. the terms and their xxhash64, per record (SQL);
+1. the terms and their hashes, per record (one Arrow pass, :func:`record_terms`);
 2. one aggregation over each record's distinct terms counts the records holding each
    term, per source: the document frequencies, and the top-k blocker's key statistics;
 3. a narrow pass (numpy, given the capped words' frequencies) names each record's pair
@@ -33,7 +33,8 @@ from pyspark.sql import functions as F
 from em_spark.blocking import text
 from em_spark.blocking.prepared import LEFT, RIGHT, Prepared
 from em_spark.blocking.search import TermSpaces, flat_lists
-from em_spark.config import TopKConf
+from em_spark.config import TokenBlockConf, TopKConf
+from em_spark.errors import ConfigError
 
 # Term space codes of the vectors: words, q-grams, pair terms.
 SPACES = "wqp"
@@ -78,20 +79,71 @@ def term_spaces(conf: TopKConf, limit: int) -> TermSpaces:
     return TermSpaces(scales=tuple((shares[name] / total) ** 0.5 for name in SPACES), limit=limit)
 
 
-def record_vectors(prep: Prepared, conf: TopKConf, values: Column, limit: int) -> RecordVectors:
-    """Every record's vector over the words of ``values`` (array<string>); ``limit``: the
-    records a term may be held by before it is capped."""
-    tokens = text.words(values, conf.max_words_per_attribute)
-    words = F.transform(tokens, lambda t: F.concat(F.lit("w:"), t))
-    columns = {"tw": words, "hw": F.transform(words, lambda t: F.xxhash64(t))}
+def record_terms(rec: DataFrame, topk: TopKConf, exclude: list[str], tokens: TokenBlockConf | None) -> DataFrame:
+    """``rec`` (source, rid, is_new, attributes) with each record's top-k terms as lists:
+    tw, hw (words and their hashes), tq, hq (q-grams, where ``topk.qgram``); and, given
+    ``tokens``, tk: the key blocker's distinct keys. One Arrow pass over the records."""
+    spaces = [("w", "tw", "hw")] + ([("q", "tq", "hq")] if topk.qgram else [])
+    types = {"source": "string", "rid": "string", "is_new": "boolean"}
+    types |= {name: kind for _, t, h in spaces for name, kind in ((t, "array<string>"), (h, "array<bigint>"))}
+    types |= {"tk": "array<string>"} if tokens else {}
+    if tokens and not (tokens.words or tokens.qgram):
+        raise ConfigError("block.tokens: enable words or set qgram > 0 (or disable the blocker)")
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            attributes, n = batch.column("attributes"), batch.num_rows
+            found = text.value_words(attributes, topk.attributes, exclude)
+            words = found.take(found.positions < topk.max_words_per_attribute)
+            columns = [batch.column("source"), batch.column("rid"), batch.column("is_new")]
+            for space, _, _ in spaces:
+                rows, terms = (words.rows, words.words) if space == "w" else text.value_qgrams(words, topk.qgram)
+                terms = text.prefixed(f"{space}:", terms)
+                columns += [text.term_lists(rows, terms, n), text.term_lists(rows, text.term_hashes(terms), n)]
+            if tokens:
+                columns.append(_token_key_lists(attributes, found if tokens.attributes == topk.attributes else None, tokens, exclude))
+            yield pa.RecordBatch.from_arrays(columns, names=list(types))
+
+    return rec.select("source", "rid", "is_new", "attributes").mapInArrow(run, ", ".join(f"{c} {t}" for c, t in types.items()))
+
+
+def _token_key_lists(
+    attributes: pa.Array, found: text.ValueWords | None, conf: TokenBlockConf, exclude: list[str]
+) -> pa.ListArray:
+    """Each record's distinct key blocker keys: "w:" words (of ``min_length`` characters
+    or more; with a digit, if ``codes_only``) and "q:" q-grams of every word."""
+    if found is None:
+        found = text.value_words(attributes, conf.attributes, exclude)
+    rows, keys = [], []
+    if conf.words:
+        keep = pc.greater_equal(pc.utf8_length(found.words), conf.min_length).to_numpy(zero_copy_only=False)
+        if conf.codes_only:
+            keep &= text.has_digit(found.words)
+        chosen = found.take(keep)
+        rows.append(chosen.rows)
+        keys.append(text.prefixed("w:", chosen.words))
     if conf.qgram:
-        grams = F.transform(text.qgrams(tokens, conf.qgram), lambda g: F.concat(F.lit("q:"), g))
-        columns |= {"tq": grams, "hq": F.transform(grams, lambda g: F.xxhash64(g))}
-    # Read three times (counts, pair terms, vectors): tokenized once.
-    terms = prep.rec.select("source", "rid", "is_new", *[c.alias(name) for name, c in columns.items()]).localCheckpoint()
-    named = [F.col(name) for name in columns if name.startswith("t")]
-    held = terms.select("source", F.explode(F.array_distinct(F.concat(*named))).alias("key"))
-    counts = key_counts(held).withColumn("h", F.xxhash64("key")).localCheckpoint()
+        gram_rows, grams = text.value_qgrams(found, conf.qgram)
+        rows.append(gram_rows)
+        keys.append(text.prefixed("q:", grams))
+    all_rows, all_keys = np.concatenate(rows), pa.concat_arrays(keys)
+    hashes = text.term_hashes(all_keys)
+    order = np.lexsort((hashes, all_rows))
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = (all_rows[order][1:] != all_rows[order][:-1]) | (hashes[order][1:] != hashes[order][:-1])
+    kept = order[first]
+    return text.term_lists(all_rows[kept], all_keys.take(pa.array(kept)), len(attributes))
+
+
+def record_vectors(prep: Prepared, conf: TopKConf, terms: DataFrame, limit: int) -> RecordVectors:
+    """Every record's vector over its ``terms`` (:func:`record_terms`, materialized: read
+    three times); ``limit``: the records a term may be held by before it is capped."""
+    named = [(t, h) for t, h in (("tw", "hw"), ("tq", "hq")) if t in terms.columns]
+    distinct = F.array_distinct(
+        F.arrays_zip(F.concat(*[F.col(t) for t, _ in named]).alias("key"), F.concat(*[F.col(h) for _, h in named]).alias("h"))
+    )
+    held = terms.select("source", F.explode(distinct).alias("term")).select("source", "term.key", "term.h")
+    counts = key_counts(held, F.min("h").alias("h")).localCheckpoint()
     pairs = conf.pair_terms if conf.pair_terms >= 2 else 0
     frequent = Frequencies.collect(counts, limit + 1)
     if pairs:
