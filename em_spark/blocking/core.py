@@ -18,7 +18,6 @@ computing all pairs and filtering.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import reduce
 
@@ -73,17 +72,13 @@ def plan_blocking(
     tfidf = record_vectors(prep, conf.topk, terms, _cap_limit(conf.topk.cap, prep))
     vectors, spaces = tfidf.vectors.localCheckpoint(), tfidf.spaces
     # Every blocker's pairs as their keys (prepared.RecordNumbers).
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        # The top-k search builds its indexes in the driver, one core at work: the token
-        # pairs are materialized meanwhile.
-        topk = pool.submit(_tfidf_topk, prep, tfidf.counts, vectors, spaces, conf.topk) if conf.topk.enabled else None
-        if tokens:
-            keys = terms.select("source", "rid", "is_new", F.explode("tk").alias("key"))
-            pairs, stats["tokens"] = _key_pairs(prep, keys, tokens.cap)
-            parts.append(_flagged(prep.numbers.keyed(pairs), "tokens").localCheckpoint())
-        if topk is not None:
-            pairs, stats["topk"] = topk.result()
-            parts.append(_flagged(pairs, "topk"))
+    if tokens:
+        keys = terms.select("source", "rid", "is_new", F.explode("tk").alias("key"))
+        pairs, stats["tokens"] = _key_pairs(prep, keys, tokens.cap)
+        parts.append(_flagged(prep.numbers.keyed(pairs), "tokens"))
+    if conf.topk.enabled:
+        pairs, stats["topk"] = _tfidf_topk(prep, tfidf.counts, vectors, spaces, conf.topk)
+        parts.append(_flagged(pairs, "topk"))
     if conf.minhash.enabled:
         keys = _minhash_keys(prep, conf.minhash)
         pairs, stats["minhash"] = _key_pairs(prep, keys, conf.minhash.cap)
@@ -310,14 +305,10 @@ def _tfidf_topk(
     else:
         queries = vectors.where("is_new") if prep.involving else vectors
         directions = [(queries, vectors, conf.k, (LEFT, LEFT))]
-    # Each direction's index is built in the driver: both at once.
-    with ThreadPoolExecutor(max_workers=len(directions)) as pool:
-        found = list(
-            pool.map(
-                lambda d: searched_pairs(search(d[0], d[1], SparseScorer(d[2], spaces), prep.numbers, d[3]), d[3], prep),
-                directions,
-            )
-        )
+    found = [
+        searched_pairs(search(q, c, SparseScorer(k, spaces), prep.numbers, sides), sides, prep)
+        for q, c, k, sides in directions
+    ]
     return reduce(DataFrame.unionByName, found).withColumnRenamed("score", "topk_score"), stats
 
 
