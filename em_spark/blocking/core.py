@@ -26,7 +26,7 @@ from pyspark.sql import functions as F
 
 from em_spark.blocking import text
 from em_spark.blocking.prepared import LEFT, RIGHT, Prepared, RecordNumbers, oriented, searched_pairs
-from em_spark.blocking.search import SparseScorer, TermSpaces, pair_scores, search
+from em_spark.blocking.search import SparseScorer, pair_scores, search
 from em_spark.blocking.vectors import key_counts, record_terms, record_vectors
 from em_spark.config import BlockConf, KeyCapConf, MinHashConf, SortedNeighbourhoodConf, TopKConf
 from em_spark.errors import ConfigError
@@ -70,14 +70,14 @@ def plan_blocking(
     tokens = conf.tokens if conf.tokens.enabled else None
     terms = record_terms(prep.rec, conf.topk, prep.exclude, tokens).localCheckpoint()
     tfidf = record_vectors(prep, conf.topk, terms, _cap_limit(conf.topk.cap, prep))
-    vectors, spaces = tfidf.vectors.localCheckpoint(), tfidf.spaces
+    vectors, n_terms = tfidf.vectors.localCheckpoint(), tfidf.n_terms
     # Every blocker's pairs as their keys (prepared.RecordNumbers).
     if tokens:
         keys = terms.select("source", "rid", "is_new", F.explode("tk").alias("key"))
         pairs, stats["tokens"] = _key_pairs(prep, keys, tokens.cap)
         parts.append(_flagged(prep.numbers.keyed(pairs), "tokens"))
     if conf.topk.enabled:
-        pairs, stats["topk"] = _tfidf_topk(prep, tfidf.counts, vectors, spaces, conf.topk)
+        pairs, stats["topk"] = _tfidf_topk(prep, tfidf.counts, vectors, n_terms, conf.topk)
         parts.append(_flagged(pairs, "topk"))
     if conf.minhash.enabled:
         keys = _minhash_keys(prep, conf.minhash)
@@ -100,7 +100,7 @@ def plan_blocking(
     for part in parts[1:]:
         union = union.unionByName(part)
     pairs = union.groupBy("key").agg(F.bit_or("flag").alias("flags"), F.max("topk_score").alias("topk_score"))
-    candidates = _with_score(pairs, vectors, spaces, prep).select(
+    candidates = _with_score(pairs, vectors, n_terms, prep).select(
         pair_id_col("left_id", "right_id").alias("pair_id"),
         "left_id",
         "right_id",
@@ -280,7 +280,7 @@ def _sorted_neighbourhood(prep: Prepared, conf: SortedNeighbourhoodConf) -> Data
 
 
 def _tfidf_topk(
-    prep: Prepared, counts: DataFrame, vectors: DataFrame, spaces: TermSpaces, conf: TopKConf
+    prep: Prepared, counts: DataFrame, vectors: DataFrame, n_terms: int, conf: TopKConf
 ) -> tuple[DataFrame, DataFrame]:
     """(key, topk_score: the pair's full TF-IDF cosine), key stats. Not distinct: a pair
     found from both sides comes twice, and the union of all blockers groups them (one
@@ -306,13 +306,13 @@ def _tfidf_topk(
         queries = vectors.where("is_new") if prep.involving else vectors
         directions = [(queries, vectors, conf.k, (LEFT, LEFT))]
     found = [
-        searched_pairs(search(q, c, SparseScorer(k, spaces), prep.numbers, sides), sides, prep)
+        searched_pairs(search(q, c, SparseScorer(k, n_terms), prep.numbers, sides), sides, prep)
         for q, c, k, sides in directions
     ]
     return reduce(DataFrame.unionByName, found).withColumnRenamed("score", "topk_score"), stats
 
 
-def _with_score(pairs: DataFrame, vectors: DataFrame, spaces: TermSpaces, prep: Prepared) -> DataFrame:
+def _with_score(pairs: DataFrame, vectors: DataFrame, n_terms: int, prep: Prepared) -> DataFrame:
     """``pairs`` (key, flags, topk_score) as left_id, right_id, flags and score: each
     pair's full TF-IDF cosine (every term, capped ones included).
 
@@ -322,7 +322,7 @@ def _with_score(pairs: DataFrame, vectors: DataFrame, spaces: TermSpaces, prep: 
     right_source = RIGHT if prep.mode == "link" else LEFT
 
     def side(source: str, id_col: str, prefix: str) -> DataFrame:
-        fields = [F.col(name).alias(prefix + name) for name in ("h", "w", "df", "space", "norms")]
+        fields = [F.col(name).alias(prefix + name) for name in ("t", "w", "ct", "cw")]
         return vectors.where(F.col("source") == source).select(F.col("rid").alias(id_col), *fields)
 
     known = prep.numbers.pairs(
@@ -336,6 +336,6 @@ def _with_score(pairs: DataFrame, vectors: DataFrame, spaces: TermSpaces, prep: 
         side(right_source, "right_id", "r_"), "right_id"
     )
     scored = joined.mapInArrow(
-        lambda batches: pair_scores(batches, spaces), "left_id string, right_id string, flags int, score double"
+        lambda batches: pair_scores(batches, n_terms), "left_id string, right_id string, flags int, score double"
     )
     return known.unionByName(scored.select("left_id", "right_id", "flags", F.round("score", 6).alias("score")))

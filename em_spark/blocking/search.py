@@ -8,7 +8,7 @@ ever formed in Spark and nothing is shuffled. Every task holds the whole index, 
 candidate side must fit a worker's memory: about 25 bytes per term that another record
 holds too, 0.3 GB for 500k records of 20 such terms.
 
-Two scorers: sparse TF-IDF vectors (term hashes and weights; ties go to the smaller
+Two scorers: sparse TF-IDF vectors (term ids and weights; ties go to the smaller
 candidate id, so the result does not depend on partitioning) and dense embeddings.
 """
 
@@ -33,11 +33,12 @@ SCORE_DECIMALS = 9
 
 
 class Scorer(Protocol):
-    """``index`` builds, from the candidate side (a table with column ``rid``, in id
-    order), what ``top_k`` scores queries against: (query row, candidate row, score) of
-    the k best candidates of each query row, never a query's ``own`` row (-1: none)."""
+    """``index`` builds, from the candidate side (a table with column ``rid``) and each of
+    its rows' record number, what ``top_k`` scores queries against: (query row, candidate
+    number, score) of the k best candidates of each query row, never a query's ``own``
+    number (-1: none)."""
 
-    def index(self, candidates: pa.Table) -> Any: ...
+    def index(self, candidates: pa.Table, numbers: np.ndarray) -> Any: ...
 
     def top_k(self, index: Any, queries: pa.Table, own: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
@@ -49,33 +50,24 @@ def search(
     records as their ``numbers``; ``sides``: (the queries' side, the candidates' side).
     When both are the same table (dedupe), a record is never its own candidate."""
     table = candidates.toArrow()
-    # In id order: a tie goes to the smaller row, i.e. the smaller id.
-    table = table.take(pc.sort_indices(table, sort_keys=[("rid", "ascending")]))
-    index = scorer.index(table) if table.num_rows else None
-    candidate_numbers = numbers.of(sides[1], table.column("rid"))
+    index = scorer.index(table, numbers.of(sides[1], table.column("rid"))) if table.num_rows else None
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             if index is None or not batch.num_rows:
                 continue
             query_numbers = numbers.of(sides[0], batch.column("rid"))
-            own = _own_rows(query_numbers, candidate_numbers) if sides[0] == sides[1] else None
+            own = query_numbers if sides[0] == sides[1] else None
             for start in range(0, batch.num_rows, QUERY_SLICE):
                 part = pa.Table.from_batches([batch.slice(start, QUERY_SLICE)])
                 part_own = None if own is None else own[start : start + QUERY_SLICE]
-                rows, cols, scores = scorer.top_k(index, part, part_own)
+                rows, found, scores = scorer.top_k(index, part, part_own)
                 yield pa.RecordBatch.from_arrays(
-                    [pa.array(query_numbers[start + rows]), pa.array(candidate_numbers[cols]), pa.array(scores, pa.float64())],
+                    [pa.array(query_numbers[start + rows]), pa.array(found), pa.array(scores, pa.float64())],
                     names=["q", "c", "score"],
                 )
 
     return queries.mapInArrow(run, SCHEMA)
-
-
-def _own_rows(query_numbers: np.ndarray, candidate_numbers: np.ndarray) -> np.ndarray:
-    """Each query's row among the candidates (their numbers ascend, as their ids), or -1."""
-    at = np.minimum(np.searchsorted(candidate_numbers, query_numbers), max(len(candidate_numbers) - 1, 0))
-    return np.where(candidate_numbers[at] == query_numbers, at, -1)
 
 
 def flat_lists(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
@@ -87,41 +79,14 @@ def flat_lists(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarr
     return indptr, pc.list_flatten(arr).to_numpy()
 
 
-@dataclass(frozen=True)
-class TermSpaces:
-    """How a record's raw TF-IDF weights become its vector: divided by the length of their
-    term space, times the space's scale (``scales[code]``), so that a dot product is a
-    weighted mean of the cosines. Terms held by more than ``limit`` records do not pair
-    records, they only add to the score of a pair found through the others."""
-
-    scales: tuple[float, ...]
-    limit: int
-
-    def vectors(self, table: pa.Table, prefix: str = "") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(row, term hash, normalized weight, pairs records?) of the terms of the rows of
-        ``table`` (list columns h, w, df, space, norms, each name after ``prefix``)."""
-        indptr, hashes = flat_lists(table.column(prefix + "h"))
-        weights = flat_lists(table.column(prefix + "w"))[1].astype(np.float64)
-        held = flat_lists(table.column(prefix + "df"))[1]
-        space = flat_lists(table.column(prefix + "space"))[1].astype(np.int64)
-        rows = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
-        # Where a row's norms start (a row without a vector, from an outer join, has none).
-        norms_at, norms = flat_lists(table.column(prefix + "norms"))
-        normalized = weights / norms.astype(np.float64)[norms_at[rows] + space] * np.asarray(self.scales)[space]
-        return rows, hashes, normalized, held <= self.limit
-
-
-def _csr(rows: np.ndarray, hashes: np.ndarray, values: np.ndarray, n_rows: int, vocab: np.ndarray):
-    """(row, term hash, value) entries as a CSR matrix over ``vocab`` (sorted hashes);
-    terms outside it are dropped (the other side holds none of them)."""
+def term_matrix(table: pa.Table, terms: str, weights: str, n_terms: int):
+    """The rows of ``table`` as a CSR matrix (row x term id), from its list columns of term
+    ids (in order within a row: em_spark.blocking.vectors) and weights."""
     from scipy import sparse
 
-    cols = np.searchsorted(vocab, hashes)
-    cols[cols == len(vocab)] = 0
-    known = vocab[cols] == hashes if len(vocab) else np.zeros(len(hashes), dtype=bool)
-    matrix = sparse.csr_matrix((values[known], (rows[known], cols[known])), shape=(n_rows, max(len(vocab), 1)))
-    matrix.sort_indices()
-    return matrix
+    indptr, ids = flat_lists(table.column(terms))
+    values = flat_lists(table.column(weights))[1].astype(np.float64)
+    return sparse.csr_matrix((values, ids, indptr), shape=(table.num_rows, max(n_terms, 1)))
 
 
 def _best_per_row(rows: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
@@ -140,39 +105,42 @@ def _best_per_row(rows: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class SparseIndex:
-    """The candidate side of the TF-IDF search: the uncapped terms as a (term x candidate)
-    matrix over ``vocab``, the capped ones as (candidate x term) over ``rest_vocab``."""
+    """The candidate side of the TF-IDF search: its terms that pair records as a
+    (term x candidate number) matrix, its capped terms as (candidate number x term)."""
 
-    vocab: np.ndarray
     pairing: Any
-    rest_vocab: np.ndarray
-    rest: Any
+    capped: Any
 
 
 @dataclass(frozen=True)
 class SparseScorer:
-    """Top-k by the dot product of TF-IDF vectors (columns ``rid`` and the raw weights of
-    :class:`TermSpaces`), with each kept pair's full score: the pairing terms find it,
-    the capped terms add to it."""
+    """Top-k by the dot product of TF-IDF vectors (columns ``rid``, t, w, ct, cw of
+    em_spark.blocking.vectors, term ids below ``n_terms``), with each kept pair's full
+    score: the pairing terms find it, the capped terms add to it."""
 
     k: int
-    spaces: TermSpaces
+    n_terms: int
 
-    def index(self, candidates: pa.Table) -> SparseIndex:
-        rows, hashes, values, pairing = self.spaces.vectors(candidates)
-        vocab, rest_vocab = np.unique(hashes[pairing]), np.unique(hashes[~pairing])
-        n = candidates.num_rows
-        return SparseIndex(
-            vocab=vocab,
-            pairing=_csr(rows[pairing], hashes[pairing], values[pairing], n, vocab).T.tocsr(),
-            rest_vocab=rest_vocab,
-            rest=_csr(rows[~pairing], hashes[~pairing], values[~pairing], n, rest_vocab),
-        )
+    def index(self, candidates: pa.Table, numbers: np.ndarray) -> SparseIndex:
+        from scipy import sparse
+
+        n = int(numbers.max()) + 1
+
+        def entries(terms: str, weights: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            indptr, ids = flat_lists(candidates.column(terms))
+            values = flat_lists(candidates.column(weights))[1].astype(np.float64)
+            return numbers[np.repeat(np.arange(len(numbers)), np.diff(indptr))], ids, values
+
+        # Columns and rows by record number: a tie goes to the smaller one, the smaller id.
+        rows, ids, values = entries("t", "w")
+        pairing = sparse.csr_matrix((values, (ids, rows)), shape=(max(self.n_terms, 1), n))
+        pairing.sort_indices()
+        rows, ids, values = entries("ct", "cw")
+        return SparseIndex(pairing, sparse.csr_matrix((values, (rows, ids)), shape=(n, max(self.n_terms, 1))))
 
     def top_k(self, index: SparseIndex, queries: pa.Table, own: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        q_rows, q_hashes, q_values, q_pairing = self.spaces.vectors(queries)
         n_q = queries.num_rows
-        sims = _csr(q_rows[q_pairing], q_hashes[q_pairing], q_values[q_pairing], n_q, index.vocab) @ index.pairing
+        sims = term_matrix(queries, "t", "w", self.n_terms) @ index.pairing
         sims.sort_indices()
         rows = np.repeat(np.arange(n_q), np.diff(sims.indptr))
         cols, found = sims.indices.astype(np.int64), sims.data
@@ -181,23 +149,21 @@ class SparseScorer:
             rows, cols, found = rows[keep], cols[keep], found[keep]
         best = _best_per_row(rows, found, self.k)
         rows, cols, found = rows[best], cols[best], found[best]
-        q_rest = _csr(q_rows[~q_pairing], q_hashes[~q_pairing], q_values[~q_pairing], n_q, index.rest_vocab)
-        rest = np.asarray(q_rest[rows].multiply(index.rest[cols]).sum(axis=1)).ravel()
+        capped = term_matrix(queries, "ct", "cw", self.n_terms)
+        rest = np.asarray(capped[rows].multiply(index.capped[cols]).sum(axis=1)).ravel()
         return rows, cols, found + rest
 
 
-def pair_scores(batches: Iterator[pa.RecordBatch], spaces: TermSpaces) -> Iterator[pa.RecordBatch]:
-    """left_id, right_id, flags, score: the dot product of the pair's two TF-IDF
-    vectors (the raw weights of :class:`TermSpaces`, columns after ``l_`` and ``r_``),
-    for ``mapInArrow``."""
+def pair_scores(batches: Iterator[pa.RecordBatch], n_terms: int) -> Iterator[pa.RecordBatch]:
+    """left_id, right_id, flags, score: the dot product of the pair's two TF-IDF vectors
+    (columns t, w, ct, cw after ``l_`` and ``r_``), for ``mapInArrow``."""
     for batch in batches:
         table = pa.Table.from_batches([batch])
-        n = table.num_rows
-        l_rows, l_hashes, l_values, _ = spaces.vectors(table, "l_")
-        r_rows, r_hashes, r_values, _ = spaces.vectors(table, "r_")
-        vocab = np.unique(l_hashes)
-        dot = _csr(l_rows, l_hashes, l_values, n, vocab).multiply(_csr(r_rows, r_hashes, r_values, n, vocab))
-        score = np.asarray(dot.sum(axis=1)).ravel()
+        score = np.zeros(table.num_rows)
+        for terms, weights in (("t", "w"), ("ct", "cw")):
+            left = term_matrix(table, "l_" + terms, "l_" + weights, n_terms)
+            right = term_matrix(table, "r_" + terms, "r_" + weights, n_terms)
+            score += np.asarray(left.multiply(right).sum(axis=1)).ravel()
         out = table.select(["left_id", "right_id", "flags"]).append_column("score", pa.array(score, pa.float64()))
         yield from out.to_batches()
 
@@ -208,19 +174,25 @@ class DenseScorer:
 
     k: int
 
-    def index(self, candidates: pa.Table) -> np.ndarray:
-        return flat_lists(candidates.column("vec"))[1].astype(np.float32).reshape(candidates.num_rows, -1)
+    def index(self, candidates: pa.Table, numbers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(the vectors as a matrix, the record number of each of its rows, ascending)."""
+        matrix = flat_lists(candidates.column("vec"))[1].astype(np.float32).reshape(candidates.num_rows, -1)
+        order = np.argsort(numbers)
+        return matrix[order], numbers[order]
 
-    def top_k(self, index: np.ndarray, queries: pa.Table, own: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        matrix = index
+    def top_k(
+        self, index: tuple[np.ndarray, np.ndarray], queries: pa.Table, own: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        matrix, numbers = index
         sims = flat_lists(queries.column("vec"))[1].astype(np.float32).reshape(queries.num_rows, -1) @ matrix.T
         if own is not None:
-            mine = own >= 0
-            sims[np.flatnonzero(mine), own[mine]] = -np.inf
+            at = np.minimum(np.searchsorted(numbers, own), len(numbers) - 1)
+            mine = np.flatnonzero(numbers[at] == own)
+            sims[mine, at[mine]] = -np.inf
         k = min(self.k, matrix.shape[0])
         top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         rows = np.repeat(np.arange(queries.num_rows), k)
         cols = top.reshape(-1)
         values = sims[rows, cols]
         keep = np.isfinite(values)
-        return rows[keep], cols[keep], values[keep].astype(np.float64)
+        return rows[keep], numbers[cols[keep]], values[keep].astype(np.float64)

@@ -12,7 +12,10 @@ first, and each vector is built where its record is):
    term, per source: the document frequencies, and the top-k blocker's key statistics;
 3. a narrow pass (numpy, given the capped words' frequencies) names each record's pair
    terms, and a second aggregation counts them;
-4. a narrow pass (numpy, given every frequency of 2 or more) builds each record's vector.
+4. a narrow pass (numpy, given every frequency of 2 or more) builds each record's vector:
+   its terms as term ids (a term's position among the sorted hashes of the terms held by
+   two records or more), with their normalized weights, so that the search and the pair
+   scores index sparse matrices by them directly.
 
 The frequencies reach the tasks in the pass's closure, which PySpark broadcasts when it is
 large: 16 bytes per term held by two records or more. A term missing there is held by one
@@ -32,7 +35,7 @@ from pyspark.sql import functions as F
 
 from em_spark.blocking import text
 from em_spark.blocking.prepared import LEFT, RIGHT, Prepared
-from em_spark.blocking.search import TermSpaces, flat_lists
+from em_spark.blocking.search import flat_lists
 from em_spark.config import TokenBlockConf, TopKConf
 from em_spark.errors import ConfigError
 
@@ -42,21 +45,22 @@ SPACES = "wqp"
 PAIR_SPACE_WEIGHT = 0.1
 
 VECTOR_SCHEMA = (
-    "source string, rid string, is_new boolean, h array<bigint>, w array<double>, "
-    "df array<int>, space array<int>, norms array<double>"
+    "source string, rid string, is_new boolean, t array<int>, w array<double>, ct array<int>, cw array<double>"
 )
 
 
 @dataclass
 class RecordVectors:
-    """``vectors``: source, rid, is_new, and the record's raw vector as lists h (term
-    hash), w, df, space (code in ``SPACES``) of the terms another record holds too, plus
-    ``norms``: per space, the length over all its terms (normalized where they are read:
-    :class:`TermSpaces`). ``counts``: key (term), records, n_left, n_right."""
+    """``vectors``: source, rid, is_new, and the record's vector over the terms another
+    record holds too, as term ids (below ``n_terms``) and normalized weights, in term id
+    order: t, w for the terms that pair records (held by at most the cap's limit), ct, cw
+    for the capped ones, which only add to a pair's score. A dot product of two vectors is
+    the weighted mean of the cosines of the term spaces. ``counts``: key (term), records,
+    n_left, n_right."""
 
     vectors: DataFrame
     counts: DataFrame
-    spaces: TermSpaces
+    n_terms: int
 
 
 def key_counts(keys: DataFrame, *more: Column) -> DataFrame:
@@ -69,14 +73,15 @@ def key_counts(keys: DataFrame, *more: Column) -> DataFrame:
     )
 
 
-def term_spaces(conf: TopKConf, limit: int) -> TermSpaces:
-    """Per space, the scale that makes a dot product the weighted mean of the cosines: 1
-    per word or q-gram space, ``PAIR_SPACE_WEIGHT`` for the pair terms."""
+def space_scales(conf: TopKConf) -> np.ndarray:
+    """Per space (``SPACES``), the scale of its unit vectors that makes a dot product the
+    weighted mean of the cosines: 1 per word or q-gram space, ``PAIR_SPACE_WEIGHT`` for the
+    pair terms."""
     # Pair terms are there to create pairs, not to rank them: at full weight their few,
     # high-idf terms outweighed the words and cost 4-9 PC points on the DeepMatcher sets.
     shares = {"w": 1.0, "q": 1.0 if conf.qgram else 0.0, "p": PAIR_SPACE_WEIGHT if conf.pair_terms >= 2 else 0.0}
     total = sum(shares.values())
-    return TermSpaces(scales=tuple((shares[name] / total) ** 0.5 for name in SPACES), limit=limit)
+    return np.array([(shares[name] / total) ** 0.5 for name in SPACES])
 
 
 def record_terms(rec: DataFrame, topk: TopKConf, exclude: list[str], tokens: TokenBlockConf | None) -> DataFrame:
@@ -152,11 +157,11 @@ def record_vectors(prep: Prepared, conf: TopKConf, terms: DataFrame, limit: int)
         )
         counts = counts.unionByName(key_counts(named_pairs, F.min("h").alias("h")).localCheckpoint())
     shared = Frequencies.collect(counts, 2)
-    n_records = prep.n_records
+    n_records, scales = prep.n_records, space_scales(conf)
     vectors = terms.mapInArrow(
-        lambda batches: _vector_rows(batches, shared, n_records, limit, pairs), VECTOR_SCHEMA
+        lambda batches: _vector_rows(batches, shared, n_records, limit, pairs, scales), VECTOR_SCHEMA
     )
-    return RecordVectors(vectors, counts.drop("h"), term_spaces(conf, limit))
+    return RecordVectors(vectors, counts.drop("h"), len(shared.keys))
 
 
 @dataclass(frozen=True)
@@ -177,10 +182,14 @@ class Frequencies:
     def of(self, hashes: np.ndarray) -> np.ndarray:
         """Each hash's frequency; 1 for a term not held by ``at_least`` records (the
         caller knows what that means: held by one record, or not capped)."""
+        return self.lookup(hashes)[1]
+
+    def lookup(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(term id: the position among ``keys``, where it is there; frequency, as ``of``)."""
         if not len(self.keys):
-            return np.ones(len(hashes), dtype=np.int64)
+            return np.zeros(len(hashes), dtype=np.int64), np.ones(len(hashes), dtype=np.int64)
         at = np.minimum(np.searchsorted(self.keys, hashes), len(self.keys) - 1)
-        return np.where(self.keys[at] == hashes, self.records[at], 1)
+        return at, np.where(self.keys[at] == hashes, self.records[at], 1)
 
 
 def _idf(df: np.ndarray, n_records: int) -> np.ndarray:
@@ -263,46 +272,40 @@ def _pair_term_rows(
 
 
 def _vector_rows(
-    batches: Iterator[pa.RecordBatch], shared: Frequencies, n_records: int, limit: int, m: int
+    batches: Iterator[pa.RecordBatch], shared: Frequencies, n_records: int, limit: int, m: int, scales: np.ndarray
 ) -> Iterator[pa.RecordBatch]:
     """Each record's vector (``VECTOR_SCHEMA``) from its term hashes (hw, hq)."""
     for batch in batches:
         n = batch.num_rows
-        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]] = []
+        # Per space: (row, term id, frequency, space code, raw weight) of each term.
+        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, int, np.ndarray]] = []
         for space, column in ((0, "hw"), (1, "hq")):
             if column not in batch.schema.names:
                 continue
             rows, hashes, tf, _ = _entries(batch, column)
-            df = shared.of(hashes)
-            parts.append((rows, hashes, (1.0 + np.log(tf)) * _idf(df, n_records), df, space))
+            ids, df = shared.lookup(hashes)
+            parts.append((rows, ids, df, space, (1.0 + np.log(tf)) * _idf(df, n_records)))
             if space == 0 and m:
                 pair_rows, keys, _, _ = _pair_terms(rows, hashes, df, limit, m)
-                pair_df = shared.of(keys)
-                parts.append((pair_rows, keys, _idf(pair_df, n_records), pair_df, 2))
-        rows = np.concatenate([p[0] for p in parts])
-        weights = np.concatenate([p[2] for p in parts])
-        space = np.concatenate([np.full(len(p[0]), p[4], dtype=np.int32) for p in parts])
+                pair_ids, pair_df = shared.lookup(keys)
+                parts.append((pair_rows, pair_ids, pair_df, 2, _idf(pair_df, n_records)))
+        rows, ids, df = (np.concatenate([p[i] for p in parts]) for i in range(3))
+        space = np.concatenate([np.full(len(p[0]), p[3], dtype=np.int64) for p in parts])
+        weights = np.concatenate([p[4] for p in parts])
+        # Unit length per space over all its terms (those of one record included), times
+        # the space's scale.
         norms = np.zeros((n, len(SPACES)))
         for code in range(len(SPACES)):
             at = space == code
             norms[:, code] = np.sqrt(np.bincount(rows[at], weights=weights[at] ** 2, minlength=n))
-        df = np.concatenate([p[3] for p in parts])
-        kept = np.flatnonzero(df >= 2)
-        kept = kept[np.argsort(rows[kept], kind="stable")]
-        offsets = np.zeros(n + 1, dtype=np.int32)
-        np.cumsum(np.bincount(rows[kept], minlength=n), out=offsets[1:])
-
-        def lists(values: np.ndarray, kind: pa.DataType) -> pa.Array:
-            return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, kind))
-
-        hashes = np.concatenate([p[1] for p in parts])
-        norm_offsets = pa.array(np.arange(0, len(SPACES) * n + 1, len(SPACES), dtype=np.int32))
-        yield pa.RecordBatch.from_arrays(
-            [
-                batch.column("source"), batch.column("rid"), batch.column("is_new"),
-                lists(hashes[kept], pa.int64()), lists(weights[kept], pa.float64()),
-                lists(df[kept].astype(np.int32), pa.int32()), lists(space[kept], pa.int32()),
-                pa.ListArray.from_arrays(norm_offsets, pa.array(norms.ravel(), pa.float64())),
-            ],
-            names=["source", "rid", "is_new", "h", "w", "df", "space", "norms"],
-        )
+        weights = weights / norms[rows, space] * scales[space]
+        columns = [batch.column("source"), batch.column("rid"), batch.column("is_new")]
+        for kept in (np.flatnonzero((df >= 2) & (df <= limit)), np.flatnonzero(df > limit)):
+            kept = kept[np.lexsort((ids[kept], rows[kept]))]
+            offsets = np.zeros(n + 1, dtype=np.int32)
+            np.cumsum(np.bincount(rows[kept], minlength=n), out=offsets[1:])
+            columns += [
+                pa.ListArray.from_arrays(pa.array(offsets), pa.array(ids[kept], pa.int32())),
+                pa.ListArray.from_arrays(pa.array(offsets), pa.array(weights[kept], pa.float64())),
+            ]
+        yield pa.RecordBatch.from_arrays(columns, names=["source", "rid", "is_new", "t", "w", "ct", "cw"])
