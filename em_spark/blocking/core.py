@@ -26,7 +26,7 @@ from pyspark.sql import functions as F
 
 from em_spark.blocking import text
 from em_spark.blocking.prepared import LEFT, RIGHT, Prepared, RecordNumbers, oriented, searched_pairs
-from em_spark.blocking.search import SparseScorer, pair_scores, search
+from em_spark.blocking.search import SparseScorer, TopKBounds, pair_scores, search
 from em_spark.blocking.vectors import key_counts, record_terms, record_vectors
 from em_spark.config import BlockConf, KeyCapConf, MinHashConf, SortedNeighbourhoodConf, TopKConf
 from em_spark.errors import ConfigError
@@ -63,7 +63,6 @@ def plan_blocking(
     if mode not in MODES:
         raise ConfigError(f"mode: expected one of {MODES}, got {mode!r}")
     prep = _prepare(records, mode, only_involving, conf.exclude_attributes)
-    parts: list[DataFrame] = []
     stats: dict[str, DataFrame] = {}
     # The terms are read by the term counts, the pair terms, the vectors and the token
     # keys; the vectors by the top-k search and the final scores: each computed once.
@@ -71,36 +70,31 @@ def plan_blocking(
     terms = record_terms(prep.rec, conf.topk, prep.exclude, tokens).localCheckpoint()
     tfidf = record_vectors(prep, conf.topk, terms, _cap_limit(conf.topk.cap, prep))
     vectors, n_terms = tfidf.vectors.localCheckpoint(), tfidf.n_terms
-    # Every blocker's pairs as their keys (prepared.RecordNumbers).
+    # The top-k pairs (key, topk_score) and every other blocker's (key, flag), as their
+    # keys (prepared.RecordNumbers).
+    topk, others = None, []
+    if conf.topk.enabled:
+        topk, stats["topk"] = _tfidf_topk(prep, tfidf.counts, vectors, n_terms, conf.topk)
     if tokens:
         keys = terms.select("source", "rid", "is_new", F.explode("tk").alias("key"))
         pairs, stats["tokens"] = _key_pairs(prep, keys, tokens.cap)
-        parts.append(_flagged(prep.numbers.keyed(pairs), "tokens"))
-    if conf.topk.enabled:
-        pairs, stats["topk"] = _tfidf_topk(prep, tfidf.counts, vectors, n_terms, conf.topk)
-        parts.append(_flagged(pairs, "topk"))
+        others.append(_flagged(prep.numbers.keyed(pairs), "tokens"))
     if conf.minhash.enabled:
         keys = _minhash_keys(prep, conf.minhash)
         pairs, stats["minhash"] = _key_pairs(prep, keys, conf.minhash.cap)
-        parts.append(_flagged(prep.numbers.keyed(pairs), "minhash"))
+        others.append(_flagged(prep.numbers.keyed(pairs), "minhash"))
     if conf.sorted_neighbourhood.enabled:
         pairs = _sorted_neighbourhood(prep, conf.sorted_neighbourhood)
-        parts.append(_flagged(prep.numbers.keyed(pairs), "sorted_neighbourhood"))
+        others.append(_flagged(prep.numbers.keyed(pairs), "sorted_neighbourhood"))
     if conf.embedding.enabled:
         from em_spark.blocking.embedding import embedding_topk
 
-        parts.append(_flagged(embedding_topk(prep, conf.embedding), "embedding"))
-    if not parts:
+        others.append(_flagged(embedding_topk(prep, conf.embedding), "embedding"))
+    if topk is None and not others:
         raise ConfigError("block: every blocker is disabled; enable at least one")
 
-    # Only top-k pairs come with their score.
-    no_score = F.lit(None).cast("double")
-    parts = [p if "topk_score" in p.columns else p.withColumn("topk_score", no_score) for p in parts]
-    union = parts[0]
-    for part in parts[1:]:
-        union = union.unionByName(part)
-    pairs = union.groupBy("key").agg(F.bit_or("flag").alias("flags"), F.max("topk_score").alias("topk_score"))
-    candidates = _with_score(pairs, vectors, n_terms, prep).select(
+    other = reduce(DataFrame.unionByName, others).groupBy("key").agg(F.bit_or("flag").alias("flags")) if others else None
+    candidates = _with_score(_merged(topk, other), vectors, n_terms, prep).select(
         pair_id_col("left_id", "right_id").alias("pair_id"),
         "left_id",
         "right_id",
@@ -113,13 +107,40 @@ def plan_blocking(
     return BlockingPlan(candidates, stats, caps, prep)
 
 
-# The blockers, in name order. While the pairs of all blockers are grouped, each pair's
+# The blockers, in name order. While the pairs of the blockers are merged, each pair's
 # blockers are bit flags (a hash aggregation; a set of names is aggregated by sorting).
 BLOCKERS = ("embedding", "minhash", "sorted_neighbourhood", "tokens", "topk")
+# The other blockers' pairs go to every task of the merge when there are at most this many
+# (12 bytes each); more are shuffled with the top-k pairs.
+BROADCAST_PAIRS = 5_000_000
+
+
+def _flag(blocker: str) -> int:
+    return 1 << BLOCKERS.index(blocker)
 
 
 def _flagged(pairs: DataFrame, blocker: str) -> DataFrame:
-    return pairs.withColumn("flag", F.lit(1 << BLOCKERS.index(blocker)))
+    return pairs.withColumn("flag", F.lit(_flag(blocker)))
+
+
+def _merged(topk: DataFrame | None, other: DataFrame | None) -> DataFrame:
+    """The union of the distinct top-k pairs (key, topk_score; materialized: read twice)
+    and the other blockers' (key, flags) as (key, flags, topk_score), a row per pair.
+
+    The top-k pairs are the many: each is looked up among the others (a broadcast join
+    where they are few), and the other pairs the top-k did not find are added."""
+    no_score = F.lit(None).cast("double").alias("topk_score")
+    if other is None:
+        return topk.select("key", F.lit(_flag("topk")).alias("flags"), "topk_score")
+    if topk is None:
+        return other.select("key", "flags", no_score)
+    other = other.localCheckpoint()
+    side = F.broadcast(other) if other.count() <= BROADCAST_PAIRS else other
+    joined = topk.join(side.withColumnRenamed("flags", "other_flags"), "key", "left")
+    found = joined.where(F.col("other_flags").isNotNull()).select("key")
+    return joined.select(
+        "key", (F.coalesce("other_flags", F.lit(0)).bitwiseOR(F.lit(_flag("topk")))).alias("flags"), "topk_score"
+    ).unionByName(other.join(found, "key", "left_anti").select("key", "flags", no_score))
 
 
 def _blocker_names(flags: Column) -> Column:
@@ -282,34 +303,44 @@ def _sorted_neighbourhood(prep: Prepared, conf: SortedNeighbourhoodConf) -> Data
 def _tfidf_topk(
     prep: Prepared, counts: DataFrame, vectors: DataFrame, n_terms: int, conf: TopKConf
 ) -> tuple[DataFrame, DataFrame]:
-    """(key, topk_score: the pair's full TF-IDF cosine), key stats. Not distinct: a pair
-    found from both sides comes twice, and the union of all blockers groups them (one
-    grouping, not two)."""
+    """(key, topk_score: the pair's full TF-IDF cosine), distinct and materialized; key
+    stats."""
     limit = _cap_limit(conf.cap, prep)
     stats = _key_stats(counts, prep, limit).localCheckpoint()
+
+    def searched(queries: DataFrame, candidates: DataFrame, scorer: SparseScorer, sides: tuple[str, str]) -> DataFrame:
+        return search(queries, candidates, scorer, prep.numbers, sides)
+
+    def keyed(found: DataFrame, sides: tuple[str, str]) -> DataFrame:
+        return searched_pairs(found, sides, prep).withColumnRenamed("score", "topk_score")
+
+    left, right = vectors.where(F.col("source") == LEFT), vectors.where(F.col("source") == RIGHT)
+    k_back = min(conf.k, conf.k * prep.n_left // max(prep.n_right, 1)) if conf.both_sides else 0
+    if prep.mode == "link" and not prep.involving:
+        # Each left record's k best right ones, then each right record's best left ones,
+        # k scaled to add about k per left, leaving out the pairs the left records kept:
+        # distinct without a grouping.
+        forward = searched(left, right, SparseScorer(conf.k, n_terms), (LEFT, RIGHT)).localCheckpoint()
+        found = [keyed(forward, (LEFT, RIGHT))]
+        if k_back >= 1:
+            kept = TopKBounds.of(forward.where(F.col("bound") >= 0).select("q", "c", "bound").toArrow(), prep.n_left)
+            backward = searched(right, left, SparseScorer(k_back, n_terms, kept), (RIGHT, LEFT))
+            found.append(keyed(backward, (RIGHT, LEFT)))
+        return reduce(DataFrame.unionByName, found).localCheckpoint(), stats
     if prep.mode == "link":
-        left, right = vectors.where(F.col("source") == LEFT), vectors.where(F.col("source") == RIGHT)
-        if prep.involving:
-            # match-new: each involved record's k best partners, ranked over every record.
-            # An old record's own list is not re-ranked (that would re-score it against the
-            # whole table): ranked only among the new records, it would keep every new
-            # record sharing a term with it (measured: 4,034 candidates for 23 new DBLP-ACM
-            # records, 175 each).
-            directions = [(left.where("is_new"), right, conf.k, (LEFT, RIGHT)), (right.where("is_new"), left, conf.k, (RIGHT, LEFT))]
-        else:
-            directions = [(left, right, conf.k, (LEFT, RIGHT))]
-            k_back = min(conf.k, conf.k * prep.n_left // max(prep.n_right, 1)) if conf.both_sides else 0
-            if k_back >= 1:
-                # Each right record's best left records, k scaled to add about k per left.
-                directions.append((right, left, k_back, (RIGHT, LEFT)))
+        # match-new: each involved record's k best partners, ranked over every record.
+        # An old record's own list is not re-ranked (that would re-score it against the
+        # whole table): ranked only among the new records, it would keep every new
+        # record sharing a term with it (measured: 4,034 candidates for 23 new DBLP-ACM
+        # records, 175 each).
+        directions = [(left.where("is_new"), right, (LEFT, RIGHT)), (right.where("is_new"), left, (RIGHT, LEFT))]
     else:
-        queries = vectors.where("is_new") if prep.involving else vectors
-        directions = [(queries, vectors, conf.k, (LEFT, LEFT))]
-    found = [
-        searched_pairs(search(q, c, SparseScorer(k, n_terms), prep.numbers, sides), sides, prep)
-        for q, c, k, sides in directions
-    ]
-    return reduce(DataFrame.unionByName, found).withColumnRenamed("score", "topk_score"), stats
+        directions = [(vectors.where("is_new") if prep.involving else vectors, vectors, (LEFT, LEFT))]
+    # A pair found from both sides comes twice, with the same score (the same products
+    # summed in the same order).
+    found = [keyed(searched(q, c, SparseScorer(conf.k, n_terms), sides), sides) for q, c, sides in directions]
+    pairs = reduce(DataFrame.unionByName, found).groupBy("key").agg(F.max("topk_score").alias("topk_score"))
+    return pairs.localCheckpoint(), stats
 
 
 def _with_score(pairs: DataFrame, vectors: DataFrame, n_terms: int, prep: Prepared) -> DataFrame:

@@ -25,7 +25,9 @@ from pyspark.sql import DataFrame
 
 from em_spark.blocking.prepared import RecordNumbers
 
-SCHEMA = "q bigint, c bigint, score double"
+# bound: on a query's k-th pair, the quantized score that ranked it (see TopKBounds); -1
+# on the other rows.
+SCHEMA = "q bigint, c bigint, score double, bound bigint"
 # Queries scored at once in a task: bounds the memory of the score matrix.
 QUERY_SLICE = 8192
 # Rounded so that summation order cannot reorder near-ties between runs.
@@ -34,21 +36,24 @@ SCORE_DECIMALS = 9
 
 class Scorer(Protocol):
     """``index`` builds, from the candidate side (a table with column ``rid``) and each of
-    its rows' record number, what ``top_k`` scores queries against: (query row, candidate
-    number, score) of the k best candidates of each query row, never a query's ``own``
-    number (-1: none)."""
+    its rows' record number, what ``top_k`` scores queries (their record ``numbers``)
+    against: (query row, candidate number, score, bound) of the k best candidates of each
+    query row; never the query itself when ``same_side``."""
 
     def index(self, candidates: pa.Table, numbers: np.ndarray) -> Any: ...
 
-    def top_k(self, index: Any, queries: pa.Table, own: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+    def top_k(
+        self, index: Any, queries: pa.Table, numbers: np.ndarray, same_side: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]: ...
 
 
 def search(
     queries: DataFrame, candidates: DataFrame, scorer: Scorer, numbers: RecordNumbers, sides: tuple[str, str]
 ) -> DataFrame:
-    """(q: query, c: candidate, score): each query's k best candidates by ``scorer``, the
-    records as their ``numbers``; ``sides``: (the queries' side, the candidates' side).
-    When both are the same table (dedupe), a record is never its own candidate."""
+    """(q: query, c: candidate, score, bound): each query's k best candidates by
+    ``scorer``, the records as their ``numbers``; ``sides``: (the queries' side, the
+    candidates' side). When both are the same table (dedupe), a record is never its own
+    candidate."""
     table = candidates.toArrow()
     index = scorer.index(table, numbers.of(sides[1], table.column("rid"))) if table.num_rows else None
 
@@ -57,14 +62,13 @@ def search(
             if index is None or not batch.num_rows:
                 continue
             query_numbers = numbers.of(sides[0], batch.column("rid"))
-            own = query_numbers if sides[0] == sides[1] else None
             for start in range(0, batch.num_rows, QUERY_SLICE):
                 part = pa.Table.from_batches([batch.slice(start, QUERY_SLICE)])
-                part_own = None if own is None else own[start : start + QUERY_SLICE]
-                rows, found, scores = scorer.top_k(index, part, part_own)
+                part_numbers = query_numbers[start : start + QUERY_SLICE]
+                rows, found, scores, bounds = scorer.top_k(index, part, part_numbers, sides[0] == sides[1])
                 yield pa.RecordBatch.from_arrays(
-                    [pa.array(query_numbers[start + rows]), pa.array(found), pa.array(scores, pa.float64())],
-                    names=["q", "c", "score"],
+                    [pa.array(part_numbers[rows]), pa.array(found), pa.array(scores, pa.float64()), pa.array(bounds)],
+                    names=["q", "c", "score", "bound"],
                 )
 
     return queries.mapInArrow(run, SCHEMA)
@@ -89,18 +93,49 @@ def term_matrix(table: pa.Table, terms: str, weights: str, n_terms: int):
     return sparse.csr_matrix((values, ids, indptr), shape=(table.num_rows, max(n_terms, 1)))
 
 
-def _best_per_row(rows: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
-    """Indexes of the k best entries of each row: highest score (at ``SCORE_DECIMALS``),
-    then smallest column. The entries come in row, then column order (a CSR matrix with
-    sorted indices), so one stable sort on (row, score) keeps ties in column order: a
-    tenth of the time of sorting on the three keys."""
-    scale = 10**SCORE_DECIMALS
-    quantized = np.round(np.clip(scores, 0.0, 1.0) * scale).astype(np.int64)
-    order = np.argsort((rows.astype(np.int64) << 30) | (scale - quantized), kind="stable")
+def quantized(scores: np.ndarray) -> np.ndarray:
+    """Scores as integers at ``SCORE_DECIMALS``, what the ranking compares."""
+    return np.round(np.clip(scores, 0.0, 1.0) * 10**SCORE_DECIMALS).astype(np.int64)
+
+
+def _best_per_row(rows: np.ndarray, ranked: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(indexes of the k best entries of each row: highest ``ranked``, then smallest
+    column; which of them is its row's k-th). The entries come in row, then column order (a
+    CSR matrix with sorted indices), so one stable sort on (row, score) keeps ties in
+    column order: a tenth of the time of sorting on the three keys."""
+    order = np.argsort((rows.astype(np.int64) << 30) | (10**SCORE_DECIMALS - ranked), kind="stable")
     first = np.ones(len(order), dtype=bool)
     first[1:] = rows[order][1:] != rows[order][:-1]
     rank = np.arange(len(order)) - np.maximum.accumulate(np.where(first, np.arange(len(order)), 0))
-    return order[rank < k]
+    kept = rank < k
+    return order[kept], rank[kept] == k - 1
+
+
+@dataclass(frozen=True)
+class TopKBounds:
+    """What a search from the other side kept, per record number of this search's
+    candidates: the quantized pairing score of its k-th pair (-1: it kept fewer than k,
+    so every pair it shares a term with) and that pair's partner number. A pair ranks
+    within a record's k best when its score is above the k-th's, or equal with a partner
+    number no larger. Both sides sum the same products in the same term order, so a pair's
+    score is the same bits from either side."""
+
+    score: np.ndarray
+    partner: np.ndarray
+
+    @classmethod
+    def of(cls, kth: pa.Table, n: int) -> "TopKBounds":
+        """From a search's k-th pairs (q, c, bound) over queries numbered below ``n``."""
+        score, partner = np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.int64)
+        at = kth.column("q").to_numpy()
+        score[at], partner[at] = kth.column("bound").to_numpy(), kth.column("c").to_numpy()
+        return cls(score, partner)
+
+    def hold(self, records: np.ndarray, partners: np.ndarray, ranked: np.ndarray) -> np.ndarray:
+        """Whether each (record, partner) pair with quantized pairing score ``ranked`` is
+        among the record's k best."""
+        bound = self.score[records]
+        return (bound < 0) | (ranked > bound) | ((ranked == bound) & (partners <= self.partner[records]))
 
 
 @dataclass(frozen=True)
@@ -116,10 +151,12 @@ class SparseIndex:
 class SparseScorer:
     """Top-k by the dot product of TF-IDF vectors (columns ``rid``, t, w, ct, cw of
     em_spark.blocking.vectors, term ids below ``n_terms``), with each kept pair's full
-    score: the pairing terms find it, the capped terms add to it."""
+    score: the pairing terms find it, the capped terms add to it. Given ``found``, the
+    bounds of a search from the other side, a pair that search kept is left out here."""
 
     k: int
     n_terms: int
+    found: TopKBounds | None = None
 
     def index(self, candidates: pa.Table, numbers: np.ndarray) -> SparseIndex:
         from scipy import sparse
@@ -138,20 +175,26 @@ class SparseScorer:
         rows, ids, values = entries("ct", "cw")
         return SparseIndex(pairing, sparse.csr_matrix((values, (rows, ids)), shape=(n, max(self.n_terms, 1))))
 
-    def top_k(self, index: SparseIndex, queries: pa.Table, own: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        n_q = queries.num_rows
+    def top_k(
+        self, index: SparseIndex, queries: pa.Table, numbers: np.ndarray, same_side: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         sims = term_matrix(queries, "t", "w", self.n_terms) @ index.pairing
         sims.sort_indices()
-        rows = np.repeat(np.arange(n_q), np.diff(sims.indptr))
+        rows = np.repeat(np.arange(queries.num_rows), np.diff(sims.indptr))
         cols, found = sims.indices.astype(np.int64), sims.data
-        if own is not None:
-            keep = cols != own[rows]
+        if same_side:
+            keep = cols != numbers[rows]
             rows, cols, found = rows[keep], cols[keep], found[keep]
-        best = _best_per_row(rows, found, self.k)
-        rows, cols, found = rows[best], cols[best], found[best]
+        ranked = quantized(found)
+        best, kth = _best_per_row(rows, ranked, self.k)
+        rows, cols, found, ranked = rows[best], cols[best], found[best], ranked[best]
+        bounds = np.where(kth, ranked, -1)
+        if self.found is not None:
+            new = ~self.found.hold(cols, numbers[rows], ranked)
+            rows, cols, found, bounds = rows[new], cols[new], found[new], bounds[new]
         capped = term_matrix(queries, "ct", "cw", self.n_terms)
         rest = np.asarray(capped[rows].multiply(index.capped[cols]).sum(axis=1)).ravel()
-        return rows, cols, found + rest
+        return rows, cols, found + rest, bounds
 
 
 def pair_scores(batches: Iterator[pa.RecordBatch], n_terms: int) -> Iterator[pa.RecordBatch]:
@@ -181,13 +224,14 @@ class DenseScorer:
         return matrix[order], numbers[order]
 
     def top_k(
-        self, index: tuple[np.ndarray, np.ndarray], queries: pa.Table, own: np.ndarray | None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        matrix, numbers = index
+        self, index: tuple[np.ndarray, np.ndarray], queries: pa.Table, numbers: np.ndarray, same_side: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Bounds: none (-1): the pairs of dense searches are grouped, not bounded."""
+        matrix, candidates = index
         sims = flat_lists(queries.column("vec"))[1].astype(np.float32).reshape(queries.num_rows, -1) @ matrix.T
-        if own is not None:
-            at = np.minimum(np.searchsorted(numbers, own), len(numbers) - 1)
-            mine = np.flatnonzero(numbers[at] == own)
+        if same_side:
+            at = np.minimum(np.searchsorted(candidates, numbers), len(candidates) - 1)
+            mine = np.flatnonzero(candidates[at] == numbers)
             sims[mine, at[mine]] = -np.inf
         k = min(self.k, matrix.shape[0])
         top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
@@ -195,4 +239,4 @@ class DenseScorer:
         cols = top.reshape(-1)
         values = sims[rows, cols]
         keep = np.isfinite(values)
-        return rows[keep], numbers[cols[keep]], values[keep].astype(np.float64)
+        return rows[keep], candidates[cols[keep]], values[keep].astype(np.float64), np.full(int(keep.sum()), -1)
