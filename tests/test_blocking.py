@@ -120,6 +120,35 @@ def test_score_is_the_full_cosine_whichever_blocker_found_the_pair(spark, fodors
     assert paths[True] > 0 and paths[False] > 0
 
 
+@pytest.mark.parametrize("k", [1, 3, 10])
+def test_backward_search_leaves_out_exactly_the_pairs_the_forward_one_kept(spark, fodors, k):
+    # The right-to-left search drops a pair when it ranks within the left record's k best,
+    # judged from the left search's k-th pairs: the pairs must be the union of both full
+    # searches, each once, with the same scores (the same bits from either side).
+    from em_spark.blocking.prepared import LEFT, RIGHT
+    from em_spark.blocking.search import SparseScorer, search
+
+    records, _, _, _ = fodors
+    conf = BlockConf.model_validate({"topk": {"k": k}})
+    prep = core._prepare(records, "link", None, [])
+    terms = vectors_module.record_terms(prep.rec, conf.topk, prep.exclude, None)
+    tfidf = vectors_module.record_vectors(prep, conf.topk, terms.localCheckpoint(), core._cap_limit(conf.topk.cap, prep))
+    vectors = tfidf.vectors.localCheckpoint()
+    pairs, _ = core._tfidf_topk(prep, tfidf.counts, vectors, tfidf.n_terms, conf.topk)
+    got = [(r["key"], r["topk_score"]) for r in pairs.collect()]
+    left, right = vectors.where(F.col("source") == LEFT), vectors.where(F.col("source") == RIGHT)
+    k_back = min(k, k * prep.n_left // prep.n_right)
+    expected: dict[int, float] = {}
+    for queries, candidates, kk, sides in ((left, right, k, (LEFT, RIGHT)), (right, left, k_back, (RIGHT, LEFT))):
+        for r in search(queries, candidates, SparseScorer(kk, tfidf.n_terms), prep.numbers, sides).collect():
+            lq, rq = (r["q"], r["c"]) if sides[0] == LEFT else (r["c"], r["q"])
+            key = lq * prep.n_right + rq
+            assert expected.setdefault(key, r["score"]) == r["score"]
+    assert len(got) == len({key for key, _ in got})
+    assert dict(got) == expected
+    assert len(expected) < prep.n_left * k + prep.n_right * k_back  # some pairs found from both sides
+
+
 def test_arrow_words_and_qgrams_are_the_sql_ones(spark):
     # The top-k and code-token blockers tokenize in Arrow, MinHash in SQL: the same words.
     rows = [

@@ -168,6 +168,9 @@ def _prepare(
         )
     else:
         rec = rec.withColumn("is_new", F.lit(True))
+    # Spread each side over every task: a search runs over one side's records, and a
+    # table read from one file per side would give it a single task.
+    rec = rec.repartition(rec.sparkSession.sparkContext.defaultParallelism)
     return Prepared(
         rec=rec,
         mode=mode,
@@ -216,7 +219,8 @@ def _involving_join(a: DataFrame, b: DataFrame, on: str | list[str], prep: Prepa
 
 def _key_pairs(prep: Prepared, keys: DataFrame, cap: KeyCapConf) -> tuple[DataFrame, DataFrame]:
     """Pairs of records sharing a key (source, rid, is_new, key: a row per record and
-    key), under the cap."""
+    key), under the cap; a pair sharing several keys comes once per key (the merge of the
+    blockers groups them)."""
     # Checkpointed: both the statistics and the join read the keys.
     keys = keys.localCheckpoint()
     stats = _key_stats(key_counts(keys), prep, _cap_limit(cap, prep)).localCheckpoint()
@@ -225,7 +229,7 @@ def _key_pairs(prep: Prepared, keys: DataFrame, cap: KeyCapConf) -> tuple[DataFr
     joined = _involving_join(a, b, "key", prep)
     if prep.mode == "dedupe" and not prep.involving:
         joined = joined.where(F.col("rid_l") < F.col("rid_r"))
-    return oriented(joined, prep).distinct(), stats
+    return oriented(joined, prep), stats
 
 
 def _key_stats(counts: DataFrame, prep: Prepared, limit: int) -> DataFrame:

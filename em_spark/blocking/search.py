@@ -98,12 +98,28 @@ def quantized(scores: np.ndarray) -> np.ndarray:
     return np.round(np.clip(scores, 0.0, 1.0) * 10**SCORE_DECIMALS).astype(np.int64)
 
 
-def _best_per_row(rows: np.ndarray, ranked: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+# The pre-selection of _best_per_row: 2**BAND_BITS bands of quantized scores.
+BAND_BITS = 6
+BAND_SHIFT = 24  # 10**SCORE_DECIMALS >> BAND_SHIFT < 2**BAND_BITS
+
+
+def _best_per_row(rows: np.ndarray, cols: np.ndarray, ranked: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(indexes of the k best entries of each row: highest ``ranked``, then smallest
-    column; which of them is its row's k-th). The entries come in row, then column order (a
-    CSR matrix with sorted indices), so one stable sort on (row, score) keeps ties in
-    column order: a tenth of the time of sorting on the three keys."""
-    order = np.argsort((rows.astype(np.int64) << 30) | (10**SCORE_DECIMALS - ranked), kind="stable")
+    column; which of them is its row's k-th). ``rows`` ascend.
+
+    Only the entries in or above the band of scores (equal bands, ``BAND_SHIFT``) that
+    holds a row's k-th entry are sorted: most entries share a common term and score low, so this
+    sorts a fraction of them (a sort of every entry took 60% of the search)."""
+    band = ranked >> BAND_SHIFT
+    n_rows = int(rows[-1]) + 1 if len(rows) else 0
+    per_band = np.bincount((rows << BAND_BITS) | band, minlength=n_rows << BAND_BITS).reshape(n_rows, 1 << BAND_BITS)
+    # Per row, the entries in each band or above it; the lowest band still needed.
+    at_or_above = np.cumsum(per_band[:, ::-1], axis=1)[:, ::-1]
+    lowest = np.maximum((at_or_above >= k).sum(axis=1) - 1, 0)
+    chosen = np.flatnonzero(band >= lowest[rows])
+    # Column order first; then a stable sort on (row, score) keeps ties in it.
+    chosen = chosen[np.argsort(cols[chosen])]
+    order = chosen[np.argsort((rows[chosen] << 30) | (10**SCORE_DECIMALS - ranked[chosen]), kind="stable")]
     first = np.ones(len(order), dtype=bool)
     first[1:] = rows[order][1:] != rows[order][:-1]
     rank = np.arange(len(order)) - np.maximum.accumulate(np.where(first, np.arange(len(order)), 0))
@@ -171,7 +187,6 @@ class SparseScorer:
         # Columns and rows by record number: a tie goes to the smaller one, the smaller id.
         rows, ids, values = entries("t", "w")
         pairing = sparse.csr_matrix((values, (ids, rows)), shape=(max(self.n_terms, 1), n))
-        pairing.sort_indices()
         rows, ids, values = entries("ct", "cw")
         return SparseIndex(pairing, sparse.csr_matrix((values, (rows, ids)), shape=(n, max(self.n_terms, 1))))
 
@@ -179,14 +194,13 @@ class SparseScorer:
         self, index: SparseIndex, queries: pa.Table, numbers: np.ndarray, same_side: bool
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         sims = term_matrix(queries, "t", "w", self.n_terms) @ index.pairing
-        sims.sort_indices()
         rows = np.repeat(np.arange(queries.num_rows), np.diff(sims.indptr))
         cols, found = sims.indices.astype(np.int64), sims.data
         if same_side:
             keep = cols != numbers[rows]
             rows, cols, found = rows[keep], cols[keep], found[keep]
         ranked = quantized(found)
-        best, kth = _best_per_row(rows, ranked, self.k)
+        best, kth = _best_per_row(rows, cols, ranked, self.k)
         rows, cols, found, ranked = rows[best], cols[best], found[best], ranked[best]
         bounds = np.where(kth, ranked, -1)
         if self.found is not None:
