@@ -168,9 +168,6 @@ def _prepare(
         )
     else:
         rec = rec.withColumn("is_new", F.lit(True))
-    # Spread each side over every task: a search runs over one side's records, and a
-    # table read from one file per side would give it a single task.
-    rec = rec.repartition(rec.sparkSession.sparkContext.defaultParallelism)
     return Prepared(
         rec=rec,
         mode=mode,
