@@ -5,8 +5,8 @@ in the driver; the index travels to the tasks in the closure of a narrow ``mapIn
 over the queries (PySpark broadcasts a large closure), and each task scores a slice of
 queries at a time against it and keeps the k best of each. No (query, candidate) row is
 ever formed in Spark and nothing is shuffled. Every task holds the whole index, so the
-candidate side must fit a worker's memory: about 25 bytes per term that another record
-holds too, 0.3 GB for 500k records of 20 such terms.
+candidate side must fit a worker's memory: about 12 bytes per term that another record
+holds too, 0.12 GB for 500k records of 20 such terms.
 
 Two scorers: sparse TF-IDF vectors (term ids and weights; ties go to the smaller
 candidate id, so the result does not depend on partitioning) and dense embeddings.
