@@ -57,13 +57,12 @@ def chosen_threshold(config: Config, model_uris: list[str]) -> tuple[float, str]
         return float(config.score.threshold), "score.threshold"
     if len(model_uris) == 1:
         try:
-            from em_spark.match_model import MatchModel
             from em_spark.mlflow_store import MlflowStore
+            from em_spark.saved_model import SavedModel
 
-            store = MlflowStore.of(config.mlflow.tracking_uri, config.mlflow.registry_uri)
-            model = MatchModel.load(model_uris[0], device="cpu", store=store)
-            where = f"{model_uris[0]} (feature model)" if model.verdict_by == "features" else model_uris[0]
-            return model.threshold, where
+            saved = SavedModel.read(model_uris[0], MlflowStore.of(config.mlflow.tracking_uri, config.mlflow.registry_uri))
+            where = f"{model_uris[0]} (feature model)" if saved.verdict_by == "features" else model_uris[0]
+            return saved.threshold, where
         except Exception as exc:  # noqa: BLE001 - the report still stands; say why
             log.warning("evaluate: threshold of %s not readable (%s); reporting 0.5", model_uris[0], exc)
     return 0.5, "default"

@@ -29,12 +29,9 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.model_selection import StratifiedKFold
 from threadpoolctl import threadpool_limits
 
+from em_spark.saved_model import FEATURE_FORMAT_VERSION, FEATURE_META_FILE, feature_metadata
 from em_spark.similarity import feature_names, pair_features
 
-FORMAT_VERSION = 2  # 2: a separate prefilter classifier
-# On-disk names stay as first saved (feature_matcher.json, from when the class was
-# FeatureMatcher) so that saved models still load.
-_META = "feature_matcher.json"
 _MODEL = "model.joblib"
 _PREFILTER_MODEL = "prefilter_model.joblib"
 
@@ -128,7 +125,7 @@ class FeatureModel:
         joblib.dump(self.model, out / _MODEL)
         joblib.dump(self.prefilter_model, out / _PREFILTER_MODEL)
         meta = {
-            "format_version": FORMAT_VERSION,
+            "format_version": FEATURE_FORMAT_VERSION,
             "attributes": self.attributes,
             "feature_names": feature_names(self.attributes),
             "prefilter_threshold": self.prefilter_threshold,
@@ -136,21 +133,13 @@ class FeatureModel:
             "target_recall": self.target_recall,
             "valid_metrics": self.valid_metrics,
         }
-        (out / _META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        (out / FEATURE_META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
         return out
 
     @classmethod
     def load(cls, directory: str | Path) -> "FeatureModel":
         path = Path(directory)
-        meta_path = path / _META
-        if not meta_path.is_file():
-            raise FileNotFoundError(f"{path}: no {_META} (not a saved FeatureModel)")
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(
-                f"{meta_path}: format_version {meta.get('format_version')} is not {FORMAT_VERSION}: "
-                "saved by another em-spark version; train the model again (em-spark train)"
-            )
+        meta = feature_metadata(path)
         return cls(
             attributes=list(meta["attributes"]),
             model=joblib.load(path / _MODEL),
@@ -160,10 +149,6 @@ class FeatureModel:
             target_recall=float(meta["target_recall"]),
             valid_metrics=dict(meta["valid_metrics"]),
         )
-
-    @staticmethod
-    def is_saved(directory: str | Path) -> bool:
-        return (Path(directory) / _META).is_file()
 
 
 def _split(pairs: Sequence[Pair], where: str) -> tuple[list, list, np.ndarray]:

@@ -148,13 +148,14 @@ def read_source(spark: SparkSession, path: str, fmt: str) -> DataFrame:
 
 def load_records(spark: SparkSession, conf: SourceConf, source: str, run_id: str) -> DataFrame:
     """Validate one source table and shape it as ``records`` rows (not yet written)."""
-    return load_records_with_attributes(spark, conf, source, run_id)[0]
+    records, _ = shape_records(spark, conf, source, run_id)
+    check_ids(records, {source: conf})
+    return records
 
 
-def load_records_with_attributes(
-    spark: SparkSession, conf: SourceConf, source: str, run_id: str
-) -> tuple[DataFrame, list[str]]:
-    """:func:`load_records`, and the attribute names in the order of the records' maps."""
+def shape_records(spark: SparkSession, conf: SourceConf, source: str, run_id: str) -> tuple[DataFrame, list[str]]:
+    """One source table as ``records`` rows, its columns checked (its rows are checked by
+    :func:`check_ids`), and the attribute names in the order of the records' maps."""
     raw = read_source(spark, conf.path, conf.format)
     where = f"{conf.path}"
     for old, new in conf.rename.items():
@@ -179,39 +180,49 @@ def load_records_with_attributes(
     if broken:
         raise InputError(f"{where}: column name {broken[0]!r} contains a line break; rename it")
 
-    # Ids are trimmed when stored, so uniqueness is checked on the trimmed value. One
-    # query: rows, null or empty ids, and the first duplicated ids.
-    idc = F.trim(_col(conf.id_column))
-    per_id = raw.groupBy(idc.alias("id")).agg(F.count(F.lit(1)).alias("n"))
-    missing = F.col("id").isNull() | (F.col("id") == "")
-    stats = per_id.agg(
-        F.sum("n").alias("rows"),
-        F.sum(F.when(missing, F.col("n")).otherwise(0)).alias("null_ids"),
-        F.slice(F.array_sort(F.collect_list(F.when((F.col("n") > 1) & ~missing, F.col("id")))), 1, 3).alias("dups"),
-    ).collect()[0]
-    if not stats["rows"]:
-        raise InputError(f"{where}: the table is empty")
-    if stats["null_ids"]:
-        raise InputError(
-            f"{where}: column '{conf.id_column}' has {stats['null_ids']} null or empty ids"
-        )
-    dup_ids = list(stats["dups"] or [])
-    if dup_ids:
-        raise InputError(
-            f"{where}: column '{conf.id_column}' has duplicated id {dup_ids[0]!r}"
-            + (f" (and others: {dup_ids[1:]})" if len(dup_ids) > 1 else "")
-        )
-
+    # Ids are trimmed when stored, so uniqueness is checked on the trimmed value.
     attributes = F.create_map(*[x for c in attrs for x in (F.lit(c), _col(c))])
     records = raw.select(
         F.lit(source).alias("source"),
-        idc.alias("record_id"),
+        F.trim(_col(conf.id_column)).alias("record_id"),
         attributes.alias("attributes"),
         F.sha2(F.to_json(attributes), 256).alias("record_hash"),
         F.lit(run_id).alias("run_id"),
         F.current_timestamp().alias("ingested_at"),
     )
     return records, attrs
+
+
+def check_ids(records: DataFrame, confs: dict[str, SourceConf]) -> dict[str, int]:
+    """Check every source's ids in one query (not empty, no null or empty id, no duplicate,
+    sources in the order of ``confs``) and return the rows per source. On cached records
+    the query also materializes the cache: every row is parsed before anything is written."""
+    per_id = records.groupBy("source", "record_id").agg(F.count(F.lit(1)).alias("n"))
+    missing = F.col("record_id").isNull() | (F.col("record_id") == "")
+    stats = {
+        row["source"]: row
+        for row in per_id.groupBy("source")
+        .agg(
+            F.sum("n").alias("rows"),
+            F.sum(F.when(missing, F.col("n")).otherwise(0)).alias("null_ids"),
+            F.slice(F.array_sort(F.collect_list(F.when((F.col("n") > 1) & ~missing, F.col("record_id")))), 1, 3).alias("dups"),
+        )
+        .collect()
+    }
+    for source, conf in confs.items():
+        where = conf.path
+        found = stats.get(source)
+        if found is None or not found["rows"]:
+            raise InputError(f"{where}: the table is empty")
+        if found["null_ids"]:
+            raise InputError(f"{where}: column '{conf.id_column}' has {found['null_ids']} null or empty ids")
+        dup_ids = list(found["dups"] or [])
+        if dup_ids:
+            raise InputError(
+                f"{where}: column '{conf.id_column}' has duplicated id {dup_ids[0]!r}"
+                + (f" (and others: {dup_ids[1:]})" if len(dup_ids) > 1 else "")
+            )
+    return {source: int(stats[source]["rows"]) for source in confs}
 
 
 def attribute_names(records: DataFrame) -> list[str]:
@@ -304,17 +315,25 @@ def check_labels(files: list[DataFrame], confs: list[LabelSourceConf], records: 
         raise InputError(f"{conf.path}: labeled pair pairs id {found['self_pair']['left_id']!r} with itself")
 
 
-def _check_consistent(labels: DataFrame) -> None:
-    conflict = (
-        labels.groupBy("pair_id", "left_id", "right_id")
-        .agg(F.countDistinct("label").alias("n"))
-        .where("n > 1")
-        .limit(1)
-        .collect()
-    )
-    if conflict:
-        c = conflict[0]
+def unique_labels(labels: DataFrame) -> DataFrame:
+    """One row per pair (a pair listed twice keeps one), with ``_labels``: how many
+    distinct labels its rows gave (checked by :func:`check_consistent_and_count`)."""
+    others = [c for c in labels.columns if c != "pair_id"]
+    return labels.groupBy("pair_id").agg(
+        F.first(F.struct(*others)).alias("_row"), F.count_distinct("label").alias("_labels")
+    ).select("pair_id", *[F.col(f"_row.{c}").alias(c) for c in others], "_labels")
+
+
+def check_consistent_and_count(labels: DataFrame) -> dict[str, int]:
+    """:func:`unique_labels` rows checked (no pair labeled both 0 and 1) in one query that
+    also counts the pairs per split."""
+    conflict = F.when(F.col("_labels") > 1, F.struct("left_id", "right_id"))
+    rows = labels.groupBy("split").agg(F.count(F.lit(1)).alias("n"), F.min(conflict).alias("conflict")).collect()
+    conflicts = sorted(r["conflict"] for r in rows if r["conflict"] is not None)
+    if conflicts:
+        c = conflicts[0]
         raise InputError(f"labels: pair ({c['left_id']}, {c['right_id']}) is labeled both 0 and 1")
+    return {r["split"]: int(r["n"]) for r in rows}
 
 
 def run_ingest(lake: Lakehouse, config: Config, run: Run) -> None:
@@ -328,43 +347,44 @@ def run_ingest(lake: Lakehouse, config: Config, run: Run) -> None:
         raise ConfigError("ingest.right: link mode needs a right table (or set mode: dedupe)")
 
     with malformed_input_errors(conf.left.path):
-        records, labels = _validated(spark, config, run.run_id)
-        # Counting materializes both caches: every row is parsed before the first write.
-        record_counts = records.groupBy("source").count().collect()
-        label_counts = labels.groupBy("split").count().collect() if labels is not None else []
+        records, record_counts, labels, label_counts = _validated(spark, config, run.run_id)
 
     # All checks passed: write (each table in one MERGE commit).
     lake.merge("records", records)
-    for row in record_counts:
-        run.count(f"records_{row['source']}", row["count"])
+    for source, n in record_counts.items():
+        run.count(f"records_{source}", n)
     if labels is not None:
-        lake.merge("labels", labels)
-        for row in label_counts:
-            run.count(f"labels_{row['split']}", row["count"])
+        lake.merge("labels", labels.drop("_labels"))
+        for split, n in label_counts.items():
+            run.count(f"labels_{split}", n)
         labels.unpersist()
     records.unpersist()
 
 
-def _validated(spark: SparkSession, config: Config, run_id: str) -> tuple[DataFrame, DataFrame | None]:
-    """Records and labels, every check passed, cached (not yet written)."""
+def _validated(
+    spark: SparkSession, config: Config, run_id: str
+) -> tuple[DataFrame, dict[str, int], DataFrame | None, dict[str, int]]:
+    """Records and labels, every check passed, cached (not yet written), and their counts
+    (rows per source, pairs per split)."""
     conf = config.ingest
-    left, left_attrs = load_records_with_attributes(spark, conf.left, LEFT, run_id)
-    records = left
+    records, left_attrs = shape_records(spark, conf.left, LEFT, run_id)
+    confs = {LEFT: conf.left}
     if conf.right is not None:
-        right, right_attrs = load_records_with_attributes(spark, conf.right, RIGHT, run_id)
+        right, right_attrs = shape_records(spark, conf.right, RIGHT, run_id)
         _check_aligned(left_attrs, right_attrs, config, conf.left.path, conf.right.path)
-        records = left.unionByName(right)
+        records = records.unionByName(right)
+        confs[RIGHT] = conf.right
     records = records.cache()
+    record_counts = check_ids(records, confs)
 
-    labels = None
+    labels, label_counts = None, {}
     if conf.labels:
         files = [read_labels(spark, label_conf) for label_conf in conf.labels]
         check_labels(files, conf.labels, records, config.mode)
-        labels = reduce(DataFrame.unionByName, [labels_rows(df, config.mode, run_id) for df in files])
-        _check_consistent(labels)
-        # A pair listed twice (same label, checked above) keeps one row.
-        labels = labels.dropDuplicates(["pair_id"]).cache()
-    return records, labels
+        rows = reduce(DataFrame.unionByName, [labels_rows(df, config.mode, run_id) for df in files])
+        labels = unique_labels(rows).cache()
+        label_counts = check_consistent_and_count(labels)
+    return records, record_counts, labels, label_counts
 
 
 def _check_aligned(left: list[str], right: list[str], config: Config, lpath: str, rpath: str) -> None:

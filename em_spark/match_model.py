@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,8 @@ from em_spark.features import FeatureModel, fit_prefilter
 from em_spark.mlflow_store import MlflowStore
 from em_spark.rationale import check_rationale
 from em_spark.serialize import clean_value, serialize_pair, serialize_record
-from em_spark.student.inference import PREFILTER_DIR, StudentPredictor, parse_verdict, save_student
+from em_spark.saved_model import PREFILTER_DIR, feature_model_uses, verdict_maker
+from em_spark.student.inference import StudentPredictor, parse_verdict, save_student
 from em_spark.teacher.rules import explain_pair, explanation_candidates
 
 log = logging.getLogger(__name__)
@@ -159,7 +160,7 @@ class MatchModel:
         """``uri``: a model folder or an MLflow URI in ``store``."""
         student = StudentPredictor.load(uri, device=device, dtype=dtype, store=store)
         path = student.prefilter_path
-        feature_model = FeatureModel.load(path) if path is not None and FeatureModel.is_saved(path) else None
+        feature_model = FeatureModel.load(path) if path is not None else None
         return cls(student, feature_model, uri=uri)
 
     # --- the verdict -------------------------------------------------------------------
@@ -167,7 +168,7 @@ class MatchModel:
     @property
     def verdict_by(self) -> str:
         """``features`` when training chose the feature model and it is loaded."""
-        return _verdict_by(self.feature_model, self.student.verdict_by)
+        return verdict_maker(self.feature_model is not None, self.student.verdict_by)
 
     @property
     def threshold(self) -> float:
@@ -176,7 +177,7 @@ class MatchModel:
 
     def feature_model_uses(self, use_prefilter: bool) -> list[str]:
         """What scoring uses the feature model for (empty: nothing)."""
-        return _feature_model_uses(self.feature_model, self.verdict_by, use_prefilter)
+        return feature_model_uses(self.feature_model is not None, self.verdict_by, use_prefilter)
 
     def prefilter_scores(self, lefts: Sequence[Record], rights: Sequence[Record]) -> tuple[np.ndarray, np.ndarray]:
         """(P(match), prefilter score) of the feature model per pair."""
@@ -262,54 +263,3 @@ class MatchModel:
             for i, text in zip(rows, written):
                 out[i] = checked_rationale(parse_verdict(text)[1], said, lefts[i], rights[i], self.student.attributes)
         return out
-
-
-def _verdict_by(feature_model: FeatureModel | None, trained_choice: str) -> str:
-    return "features" if feature_model is not None and trained_choice == "features" else "student"
-
-
-def _feature_model_uses(feature_model: FeatureModel | None, verdict_by: str, use_prefilter: bool) -> list[str]:
-    if feature_model is None:
-        return []
-    uses = ["the prefilter"] if use_prefilter else []
-    if verdict_by == "features":
-        uses.append("the verdicts (verdict_by: features)")
-    return uses
-
-
-def saved_feature_model_uses(
-    uri: str, use_prefilter: bool, store: MlflowStore | None = None
-) -> tuple[list[str], list[str]]:
-    """(:meth:`MatchModel.feature_model_uses`, the feature model's attributes) of the model
-    saved at ``uri``, read from its metadata without loading the student's weights (the
-    score job's driver checks the records' schema with them)."""
-    student = StudentPredictor.saved_metadata(uri, store)
-    path = student["prefilter_path"]
-    feature_model = FeatureModel.load(path) if path is not None and FeatureModel.is_saved(path) else None
-    uses = _feature_model_uses(feature_model, _verdict_by(feature_model, student["verdict_by"]), use_prefilter)
-    return uses, list(feature_model.attributes) if feature_model is not None else []
-
-
-def feature_schema_check(attributes: Sequence[str], present: Collection[str], uses: Sequence[str]) -> str:
-    """The ``feature_schema`` run check: do the records carry every attribute the feature
-    model compares (``attributes``; ``present``: the records' attribute names, ``uses``:
-    :meth:`MatchModel.feature_model_uses`)? Raises InputError when one is missing and the
-    feature model is in use.
-
-    The feature model was fitted on one schema; on records of another it has only the
-    whole-record features. Measured out of domain (docs/BENCHMARKS.md): its prefilter let
-    through 0% of the matches on 5 of the paper's 7 rows.
-    """
-    if not uses:
-        return "ok: the feature model is not used"
-    missing = [a for a in attributes if a not in present]
-    if not missing:
-        return f"ok: records carry all {len(attributes)} attributes the feature model compares"
-    retrain_verdicts = " (a model whose verdicts come from it needs train.verdict_by: student)"
-    raise InputError(
-        f"records lack {len(missing)} of the {len(attributes)} attributes the feature model compares "
-        f"({', '.join(missing)}; the records have: {', '.join(sorted(present)) or 'none'}), and it is used "
-        f"for {', '.join(uses)}: the model was trained on another schema. Train a model on these tables "
-        "(em-spark train), or score with score.prefilter: false"
-        + (retrain_verdicts if "the verdicts (verdict_by: features)" in uses else "")
-    )

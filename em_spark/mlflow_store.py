@@ -12,6 +12,7 @@ points it at this store for one block and restores what was there before.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Iterator
@@ -54,9 +55,7 @@ class MlflowStore:
         return self.registry_uri or self.tracking_uri
 
     def client(self) -> Any:
-        from mlflow.tracking import MlflowClient
-
-        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry)
+        return _client(self.tracking_uri, self.registry)
 
     def experiment_id(self, name: str) -> str:
         """The id of experiment ``name``, created if missing; on ``sqlite:///path/mlflow.db``
@@ -138,3 +137,12 @@ class MlflowStore:
                     os.environ.pop(key, None)
                 else:
                     os.environ[key] = value
+
+
+@functools.lru_cache(maxsize=8)
+def _client(tracking_uri: str, registry_uri: str) -> Any:
+    """One client per store and process: building one opens and checks a SQLite store's
+    schema (0.3-0.6 s each)."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)

@@ -15,6 +15,7 @@ from em_spark.features import (
     threshold_for_f1,
     threshold_for_recall,
 )
+from em_spark.saved_model import prefilter_folder
 from em_spark.similarity import MAX_CHARS, MISSING, feature_names, pair_features
 from tests.conftest import DEMO_DATA
 
@@ -76,7 +77,7 @@ def test_save_and_load_round_trip(feature_model, tmp_path):
     test = demo_pairs("test")[:40]
     lefts, rights = [l for l, _, _ in test], [r for _, r, _ in test]
     feature_model.save(tmp_path / "prefilter")
-    assert FeatureModel.is_saved(tmp_path / "prefilter")
+    assert prefilter_folder(tmp_path / "student") == tmp_path / "prefilter"
     again = FeatureModel.load(tmp_path / "prefilter")
     assert again.attributes == feature_model.attributes
     assert again.prefilter_threshold == feature_model.prefilter_threshold

@@ -12,16 +12,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from pyspark.sql import Row
 
 from em_spark.errors import InputError
 from em_spark.faults import ENV, InjectedFailure
 from em_spark.features import fit_prefilter
 from em_spark.pipeline import run_job
-from em_spark.match_model import MatchModel, choose_verdict_model, feature_schema_check
+from em_spark.match_model import MatchModel, choose_verdict_model
 from em_spark.rationale import check_rationale
 from em_spark.scoring.batch import ScoringPolicy, score_pairs
 from em_spark.serialize import SerializerSettings, serialize_record
+from em_spark.saved_model import feature_schema_check
 from em_spark.student.inference import parse_verdict, save_student
 from em_spark.student.presets import build_preset
 from em_spark.tables import CANDIDATES, RECORDS, Lakehouse, pair_id
@@ -37,6 +39,9 @@ def model_dir(tmp_path_factory) -> Path:
     """A saved student (tiny preset) with its feature model, as the train job lays it out."""
     out = tmp_path_factory.mktemp("model")
     records = list(_table(Path(__file__).parent.parent / "em_spark/data/demo/tableA.csv").values())
+    # Untrained: its verdicts follow its random weights, so they are seeded (the job test
+    # needs some student matches, whatever ran before in the process).
+    torch.manual_seed(0)
     model, tokenizer = build_preset("tiny", [serialize_record(r) for r in records])
     save_student(model, tokenizer, out, 0.5, SerializerSettings(), None, extra={})
     fit_prefilter(demo_pairs("train"), demo_pairs("valid")).save(out / "prefilter")

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from pyspark import TaskContext
@@ -24,8 +25,10 @@ from pyspark.sql import types as T
 from pyspark.sql.functions import pandas_udf
 
 from em_spark.mlflow_store import MlflowStore
-from em_spark.match_model import MatchModel
 from em_spark.scoring.batch import RESULT_COLUMNS, ScoringPolicy, score_pairs
+
+if TYPE_CHECKING:  # imported where a worker loads the model: the driver needs no torch
+    from em_spark.match_model import MatchModel
 
 RESULT_TYPE = T.StructType(
     [
@@ -39,7 +42,7 @@ RESULT_TYPE = T.StructType(
     ]
 )
 
-_MODELS: dict[tuple[str, str, str | None], MatchModel] = {}
+_MODELS: dict[tuple[str, str, str | None], "MatchModel"] = {}
 _LOADS: Counter[str] = Counter()
 
 
@@ -66,6 +69,8 @@ def get_model(settings: UdfSettings, device: str) -> MatchModel:
     key = (settings.model_uri, device, settings.dtype)
     model = _MODELS.get(key)
     if model is None:
+        from em_spark.match_model import MatchModel
+
         store = MlflowStore(settings.tracking_uri, settings.registry_uri) if settings.tracking_uri else None
         model = MatchModel.load(settings.model_uri, device=device, dtype=settings.dtype, store=store)
         _MODELS[key] = model

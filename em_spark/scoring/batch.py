@@ -28,12 +28,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 
-from em_spark.match_model import MatchModel
+if TYPE_CHECKING:  # the score job's driver imports this module and never loads a model (no torch)
+    from em_spark.match_model import MatchModel
 
 RESULT_COLUMNS = ["p_match", "verdict", "rationale", "rationale_by", "decided_by", "status", "error"]
 RationalePolicy = Literal["none", "matches", "uncertain", "all"]

@@ -21,7 +21,7 @@ from em_spark.errors import InputError
 from em_spark.faults import checkpoint
 from em_spark.mlflow_store import MLFLOW_SCHEMES, MlflowStore
 from em_spark.runs import Run
-from em_spark.match_model import feature_schema_check, saved_feature_model_uses
+from em_spark.saved_model import SavedModel, feature_schema_check
 from em_spark.scoring.batch import RESULT_COLUMNS, ScoringPolicy
 from em_spark.tables import Lakehouse
 
@@ -162,9 +162,9 @@ def run_score(lake: Lakehouse, config: Config, run: Run) -> None:
 def check_feature_schema(lake: Lakehouse, config: Config, model_uri: str, run: Run) -> None:
     """Record (check ``feature_schema``) that the records carry the attributes the model's
     feature model compares, or stop with InputError before anything is written
-    (em_spark.match_model.feature_schema_check). Reads the model's metadata on the driver,
+    (em_spark.saved_model.feature_schema_check). Reads the model's metadata on the driver,
     not its weights (the workers load those)."""
-    uses, attributes = saved_feature_model_uses(model_uri, config.score.prefilter, model_store(config))
+    saved = SavedModel.read(model_uri, model_store(config))
     sources = ["left"] if config.mode == "dedupe" else ["left", "right"]
     present = {
         row.name
@@ -174,7 +174,10 @@ def check_feature_schema(lake: Lakehouse, config: Config, model_uri: str, run: R
         .distinct()
         .collect()
     }
-    run.check("feature_schema", feature_schema_check(attributes, present, uses))
+    run.check(
+        "feature_schema",
+        feature_schema_check(saved.feature_attributes, present, saved.feature_model_uses(config.score.prefilter)),
+    )
 
 
 def _prediction_stats(candidates: DataFrame, predictions: DataFrame) -> Row:

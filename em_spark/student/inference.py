@@ -18,14 +18,10 @@ import numpy as np
 import torch
 
 from em_spark.errors import InputError
-from em_spark.mlflow_store import MLFLOW_SCHEMES, MlflowStore
+from em_spark.mlflow_store import MlflowStore
+from em_spark.saved_model import STUDENT_DIR, STUDENT_META_FILE, prefilter_folder, student_metadata
 from em_spark.serialize import SerializerSettings, serialize_pair
 
-STUDENT_DIR = "student"
-# The feature model's folder in a saved model: it keeps its first name, so that saved
-# models still load.
-PREFILTER_DIR = "prefilter"
-META_FILE = "em_student.json"
 MATCH_TEXT = "match"
 NO_MATCH_TEXT = "no match"
 FORMAT_VERSION = 1
@@ -140,51 +136,8 @@ def save_student(
         "targets": {"match": MATCH_TEXT, "no_match": NO_MATCH_TEXT},
         "extra": extra,
     }
-    (folder / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
+    (folder / STUDENT_META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
     return folder
-
-
-def resolve_model_dir(uri: str, store: MlflowStore | None = None) -> Path:
-    """A local model folder for ``uri``: a path, or MLflow artifacts downloaded from
-    ``store`` (without one, from wherever MLflow's global settings point: notebooks)."""
-    if uri.startswith(MLFLOW_SCHEMES):
-        if store is None:
-            import mlflow
-
-            uri = mlflow.artifacts.download_artifacts(artifact_uri=uri)
-        else:
-            uri = str(store.download(uri))
-    root = Path(uri)
-    if not root.exists():
-        raise InputError(f"student model not found: {uri}")
-    return root
-
-
-def find_student_dir(root: Path) -> Path:
-    """The folder holding em_student.json: ``root`` itself, ``root/student`` or below."""
-    if (root / META_FILE).is_file():
-        return root
-    found = sorted(root.rglob(META_FILE), key=lambda p: len(p.parts))
-    if not found:
-        raise InputError(f"{root}: no {META_FILE} (not a saved em-spark student)")
-    return found[0].parent
-
-
-def _saved_meta(uri: str, store: MlflowStore | None) -> tuple[Path, dict[str, Any]]:
-    """The student's folder and its em_student.json, refusing a model that used a removed option."""
-    folder = find_student_dir(resolve_model_dir(str(uri), store))
-    meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
-    if (meta.get("extra") or {}).get("feature_offset"):
-        raise InputError(
-            f"{folder}: this model was trained with train.feature_offset, an option since removed "
-            "(docs/STUDENT.md); retrain it"
-        )
-    return folder, meta
-
-
-def _prefilter_path(student_folder: Path) -> Path | None:
-    prefilter = student_folder.parent / PREFILTER_DIR
-    return prefilter if prefilter.is_dir() else None
 
 
 def pick_device(device: str | None) -> torch.device:
@@ -266,7 +219,7 @@ class StudentPredictor:
         """``store``: the MLflow store an MLflow ``uri`` lives in (jobs always pass it)."""
         from transformers import AutoTokenizer
 
-        folder, meta = _saved_meta(uri, store)
+        folder, meta = student_metadata(uri, store)
         try:
             settings = SerializerSettings.from_dict(meta["settings"])
         except InputError as exc:
@@ -282,15 +235,8 @@ class StudentPredictor:
             attributes=meta.get("attributes"),
             max_input_tokens=meta.get("max_input_tokens", 256),
             extra=meta.get("extra"),
-            prefilter_path=_prefilter_path(folder),
+            prefilter_path=prefilter_folder(folder),
         )
-
-    @staticmethod
-    def saved_metadata(uri: str, store: MlflowStore | None = None) -> dict[str, Any]:
-        """``verdict_by`` and ``prefilter_path`` of the student saved at ``uri``, from its
-        metadata alone (no weights, no tokenizer)."""
-        folder, meta = _saved_meta(uri, store)
-        return {"verdict_by": str((meta.get("extra") or {}).get("verdict_by", "student")), "prefilter_path": _prefilter_path(folder)}
 
     def serialize_pairs(self, lefts: Sequence[Mapping], rights: Sequence[Mapping]) -> list[str]:
         """Each pair as the model was trained to read it (its similarity hints included)."""
