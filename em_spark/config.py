@@ -40,6 +40,8 @@ class SparkConf(Section):
         }
     )
     log_level: str = "WARN"
+    # A JVM started here maps the classes an earlier one archived (em_spark/jvm_classes.py).
+    share_jvm_classes: bool = True
 
 
 class LakehouseConf(Section):

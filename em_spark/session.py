@@ -29,7 +29,7 @@ from urllib.parse import unquote, urlparse
 import pyspark
 from pyspark.sql import SparkSession
 
-from em_spark import console
+from em_spark import console, jvm_classes
 from em_spark.config import SparkConf
 
 log = logging.getLogger(__name__)
@@ -184,6 +184,13 @@ def get_spark(conf: SparkConf | None = None) -> SparkSession:
                 f"{java_opts} -Dlog4j2.configurationFile={props.as_uri()}".strip()
             )
         console.quiet_libraries()
+    # Only with the cached jars: a start that resolves them has another classpath.
+    sharing = None
+    if cached and conf.share_jvm_classes:
+        java_opts = settings.get("spark.driver.extraJavaOptions", "")
+        sharing = jvm_classes.archive_option(cached, java_opts)
+        if sharing:
+            settings["spark.driver.extraJavaOptions"] = f"{java_opts} {sharing}".strip()
     for key, value in settings.items():
         builder = builder.config(key, value)
     log.info("starting Spark (%s) with %s", conf.remote or conf.master, packages[0])
@@ -213,6 +220,7 @@ def get_spark(conf: SparkConf | None = None) -> SparkSession:
         raise RuntimeError(f"Spark did not start: {reason} (log: {jvm_log})") from exc
     if cached:
         _note_jars(jvm_log, cached)
+        jvm_classes.claim_jvm(sharing, getattr(getattr(spark.sparkContext._gateway, "proc", None), "pid", None))
     elif starts_jvm and not conf.remote:
         remember_resolved_jars(spark, packages, ivy_dir)
     spark.sparkContext.setLogLevel(log_level)

@@ -94,7 +94,7 @@ def plan_blocking(
         raise ConfigError("block: every blocker is disabled; enable at least one")
 
     other = reduce(DataFrame.unionByName, others).groupBy("key").agg(F.bit_or("flag").alias("flags")) if others else None
-    candidates = _with_score(_merged(topk, other), vectors, n_terms, prep).select(
+    candidates = _with_score(*_merged(topk, other), vectors, n_terms, prep).select(
         pair_id_col("left_id", "right_id").alias("pair_id"),
         "left_id",
         "right_id",
@@ -123,24 +123,25 @@ def _flagged(pairs: DataFrame, blocker: str) -> DataFrame:
     return pairs.withColumn("flag", F.lit(_flag(blocker)))
 
 
-def _merged(topk: DataFrame | None, other: DataFrame | None) -> DataFrame:
+def _merged(topk: DataFrame | None, other: DataFrame | None) -> tuple[DataFrame | None, DataFrame | None]:
     """The union of the distinct top-k pairs (key, topk_score; materialized: read twice)
-    and the other blockers' (key, flags) as (key, flags, topk_score), a row per pair.
+    and the other blockers' (key, flags), in two parts: the top-k pairs with every
+    blocker's flags (key, flags, topk_score), and the other pairs the top-k did not find
+    (key, flags). Apart, so that neither is computed again for the other.
 
     The top-k pairs are the many: each is looked up among the others (a broadcast join
-    where they are few), and the other pairs the top-k did not find are added."""
-    no_score = F.lit(None).cast("double").alias("topk_score")
+    where they are few)."""
     if other is None:
-        return topk.select("key", F.lit(_flag("topk")).alias("flags"), "topk_score")
+        return topk.select("key", F.lit(_flag("topk")).alias("flags"), "topk_score"), None
     if topk is None:
-        return other.select("key", "flags", no_score)
+        return None, other
     other = other.localCheckpoint()
     side = F.broadcast(other) if other.count() <= BROADCAST_PAIRS else other
-    joined = topk.join(side.withColumnRenamed("flags", "other_flags"), "key", "left")
-    found = joined.where(F.col("other_flags").isNotNull()).select("key")
-    return joined.select(
+    flagged = topk.join(side.withColumnRenamed("flags", "other_flags"), "key", "left").select(
         "key", (F.coalesce("other_flags", F.lit(0)).bitwiseOR(F.lit(_flag("topk")))).alias("flags"), "topk_score"
-    ).unionByName(other.join(found, "key", "left_anti").select("key", "flags", no_score))
+    )
+    found = topk.join(side.select("key"), "key", "left_semi")
+    return flagged, other.join(found, "key", "left_anti")
 
 
 def _blocker_names(flags: Column) -> Column:
@@ -325,9 +326,10 @@ def _tfidf_topk(
         found = [keyed(forward, (LEFT, RIGHT))]
         if k_back >= 1:
             kept = TopKBounds.of(forward.where(F.col("bound") >= 0).select("q", "c", "bound").toArrow(), prep.n_left)
-            backward = searched(right, left, SparseScorer(k_back, n_terms, kept), (RIGHT, LEFT))
+            backward = searched(right, left, SparseScorer(k_back, n_terms, kept), (RIGHT, LEFT)).localCheckpoint()
             found.append(keyed(backward, (RIGHT, LEFT)))
-        return reduce(DataFrame.unionByName, found).localCheckpoint(), stats
+        # Both searches materialized once each (the forward one is not written again).
+        return reduce(DataFrame.unionByName, found), stats
     if prep.mode == "link":
         # match-new: each involved record's k best partners, ranked over every record.
         # An old record's own list is not re-ranked (that would re-score it against the
@@ -344,30 +346,31 @@ def _tfidf_topk(
     return pairs.localCheckpoint(), stats
 
 
-def _with_score(pairs: DataFrame, vectors: DataFrame, n_terms: int, prep: Prepared) -> DataFrame:
-    """``pairs`` (key, flags, topk_score) as left_id, right_id, flags and score: each
-    pair's full TF-IDF cosine (every term, capped ones included).
-
-    A top-k pair comes with it (``topk_score``, from the search); a pair from another
-    blocker only is scored from the two records' vectors.
-    """
+def _with_score(
+    scored: DataFrame | None, unscored: DataFrame | None, vectors: DataFrame, n_terms: int, prep: Prepared
+) -> DataFrame:
+    """The pairs as left_id, right_id, flags and score: each pair's full TF-IDF cosine
+    (every term, capped ones included). ``scored`` (key, flags, topk_score): the top-k
+    pairs, which come with it from the search; ``unscored`` (key, flags): the other
+    blockers' pairs, scored here from the two records' vectors."""
     right_source = RIGHT if prep.mode == "link" else LEFT
 
     def side(source: str, id_col: str, prefix: str) -> DataFrame:
         fields = [F.col(name).alias(prefix + name) for name in ("t", "w", "ct", "cw")]
         return vectors.where(F.col("source") == source).select(F.col("rid").alias(id_col), *fields)
 
-    known = prep.numbers.pairs(
-        pairs.where(F.col("topk_score").isNotNull()).select("key", "flags", F.round("topk_score", 6).alias("score")),
-        "flags int, score double",
-    )
-    others = prep.numbers.pairs(pairs.where(F.col("topk_score").isNull()).select("key", "flags"), "flags int")
-    # Every record has a vector row: inner joins, with the pairs as the build side, so
-    # that the vectors are streamed, not shuffled.
-    joined = side(LEFT, "left_id", "l_").join(F.broadcast(others), "left_id").join(
-        side(right_source, "right_id", "r_"), "right_id"
-    )
-    scored = joined.mapInArrow(
-        lambda batches: pair_scores(batches, n_terms), "left_id string, right_id string, flags int, score double"
-    )
-    return known.unionByName(scored.select("left_id", "right_id", "flags", F.round("score", 6).alias("score")))
+    parts = []
+    if scored is not None:
+        rounded = scored.select("key", "flags", F.round("topk_score", 6).alias("score"))
+        parts.append(prep.numbers.pairs(rounded, "flags int, score double"))
+    if unscored is not None:
+        others = prep.numbers.pairs(unscored.select("key", "flags"), "flags int")
+        # Every record has a vector row: inner joins, with the pairs as the build side, so
+        # that the vectors are streamed; only the right vectors of these pairs are shuffled.
+        right = side(right_source, "right_id", "r_").join(F.broadcast(others.select("right_id")), "right_id", "left_semi")
+        joined = side(LEFT, "left_id", "l_").join(F.broadcast(others), "left_id").join(right, "right_id")
+        found = joined.mapInArrow(
+            lambda batches: pair_scores(batches, n_terms), "left_id string, right_id string, flags int, score double"
+        )
+        parts.append(found.select("left_id", "right_id", "flags", F.round("score", 6).alias("score")))
+    return reduce(DataFrame.unionByName, parts)
