@@ -12,9 +12,13 @@ archive instead (JDK class data sharing; every JDK that Spark 4 runs on has it):
   by a killed JVM crashes the JVM that maps it; the check finds that) and renames it into
   place; from then on every JVM starts with ``-XX:SharedArchiveFile``.
 
-The JVM rejects, on its own and without failing, an archive written by another JDK or
-for other jars. Archives live under ``~/.cache/em-spark/jvm`` (``$XDG_CACHE_HOME``), one
-per JDK, PySpark version and jar list. Measured in docs/BENCHMARKS.md.
+An archive holds the absolute paths of the jars it was written with, and a JVM whose
+classpath differs cannot map it. Archives live under ``~/.cache/em-spark/jvm``
+(``$XDG_CACHE_HOME``), one per JDK build, PySpark installation (its folder: two virtual
+environments have two) and jar list; one whose PySpark folder is gone (a deleted clone's
+environment) is deleted. The JVM's own messages about archives are off: one that cannot
+be mapped all the same (a JDK replaced in place) only means a start without sharing.
+Measured in docs/BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ log = logging.getLogger(__name__)
 
 # Options through which a user already chose what the JVM shares: left alone.
 _USER_OPTIONS = ("-XX:SharedArchiveFile", "-XX:ArchiveClassesAtExit", "-Xshare")
+# Goes with either option: the JVM would print "Unable to use shared archive" and the
+# classes it leaves out of an archive on the console.
+SILENT = "-Xlog:cds*=off"
 
 
 def cache_dir() -> Path:
@@ -46,24 +53,52 @@ def java_binary() -> Path | None:
     return Path(found).resolve() if found and Path(found).is_file() else None
 
 
-def archive_option(jars: list[str], java_options: str, folder: Path | None = None) -> str | None:
-    """The JVM option that shares classes for a driver with ``jars`` on its classpath, or
-    None (no ``java`` found, the user set such options, or another process's JVM is
-    writing the archive)."""
+def spark_jars() -> Path:
+    """The folder of the jars that PySpark puts on the driver's classpath."""
+    return (Path(pyspark.__file__).parent / "jars").resolve()
+
+
+def archive_option(
+    jars: list[str], java_options: str, folder: Path | None = None, spark_jars_dir: Path | None = None
+) -> str | None:
+    """The JVM option that shares classes for a driver with ``jars`` and the jars of
+    ``spark_jars_dir`` (default: this PySpark's) on its classpath, or None (no ``java``
+    found, the user set such options, or another process's JVM is writing the archive).
+    Pass :data:`SILENT` to the JVM with it."""
     if any(option in java_options for option in _USER_OPTIONS):
         return None
     java = java_binary()
     if java is None:
         return None
     folder = folder or cache_dir()
-    identity = "\n".join([str(java), pyspark.__version__, *sorted(jars)])
-    key = hashlib.sha256(identity.encode()).hexdigest()[:16]
+    spark_jars_dir = spark_jars_dir or spark_jars()
     try:
+        build = java.stat()
+        identity = [str(java), str(build.st_size), str(build.st_mtime_ns), pyspark.__version__, str(spark_jars_dir)]
+        key = hashlib.sha256("\n".join(identity + sorted(jars)).encode()).hexdigest()[:16]
         folder.mkdir(parents=True, exist_ok=True)
+        _forget_gone_installations(folder)
+        (folder / f"{key}.classpath").write_text(f"{spark_jars_dir}\n", encoding="utf-8")
         return _option(folder, key, java)
     except OSError as exc:
         log.debug("no class data sharing: %s", exc)
         return None
+
+
+def _forget_gone_installations(folder: Path) -> None:
+    """Delete the archives that nothing can map again: those of PySpark folders that no
+    longer exist, and those without a record of theirs (written by an older em-spark)."""
+    gone = {
+        record.name.split(".")[0]
+        for record in folder.glob("*.classpath")
+        if not Path(record.read_text(encoding="utf-8").strip()).is_dir()
+    }
+    for archive in folder.glob("*.jsa"):
+        key = archive.name.split(".")[0]
+        if key in gone or not (folder / f"{key}.classpath").is_file():
+            archive.unlink(missing_ok=True)
+    for key in gone:
+        (folder / f"{key}.classpath").unlink(missing_ok=True)
 
 
 def _option(folder: Path, key: str, java: Path) -> str | None:

@@ -190,7 +190,7 @@ def get_spark(conf: SparkConf | None = None) -> SparkSession:
         java_opts = settings.get("spark.driver.extraJavaOptions", "")
         sharing = jvm_classes.archive_option(cached, java_opts)
         if sharing:
-            settings["spark.driver.extraJavaOptions"] = f"{java_opts} {sharing}".strip()
+            settings["spark.driver.extraJavaOptions"] = f"{java_opts} {sharing} {jvm_classes.SILENT}".strip()
     for key, value in settings.items():
         builder = builder.config(key, value)
     log.info("starting Spark (%s) with %s", conf.remote or conf.master, packages[0])

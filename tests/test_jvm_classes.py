@@ -95,3 +95,31 @@ def test_the_users_own_sharing_options_are_left_alone(tmp_path: Path) -> None:
     for options in ("-Xshare:off", "-XX:SharedArchiveFile=/mine.jsa", "-Dx=1 -XX:ArchiveClassesAtExit=/mine.jsa"):
         assert jvm_classes.archive_option(JARS, options, tmp_path) is None
     assert not list(tmp_path.iterdir())
+
+
+def test_each_pyspark_installation_has_its_own_archive_and_a_gone_ones_is_deleted(
+    tmp_path: Path, small_archive: bytes
+) -> None:
+    # The JVM records the absolute jar paths: a second virtual environment cannot map the
+    # first one's archive (measured: a fresh clone's archive broke sharing in the repo).
+    cache = tmp_path / "cache"
+    first, second = tmp_path / "env1" / "jars", tmp_path / "env2" / "jars"
+    first.mkdir(parents=True)
+    second.mkdir(parents=True)
+    option = jvm_classes.archive_option(JARS, "", cache, first)
+    archive = cache / (Path(option.split("=", 1)[1]).name.split(".")[0] + ".jsa")
+    archive.write_bytes(small_archive)
+    assert jvm_classes.archive_option(JARS, "", cache, first) == f"-XX:SharedArchiveFile={archive}"
+    other = jvm_classes.archive_option(JARS, "", cache, second)
+    assert other is not None and other.startswith("-XX:ArchiveClassesAtExit=")
+    assert not other.split("=", 1)[1].startswith(str(cache / archive.stem))
+
+    # The first environment is deleted: its archive goes with the next start.
+    first.rmdir()
+    jvm_classes.archive_option(JARS, "", cache, second)
+    assert not archive.exists() and not archive.with_suffix(".classpath").exists()
+    # An archive with no record (an older em-spark's) cannot be told apart: deleted too.
+    stray = cache / "0123456789abcdef.jsa"
+    stray.write_bytes(small_archive)
+    jvm_classes.archive_option(JARS, "", cache, second)
+    assert not stray.exists()
