@@ -32,7 +32,10 @@ def test_each_job_in_its_own_process_from_another_directory(tmp_path: Path) -> N
             "right": {"path": str(DEMO_DATA / "tableB.csv")},
             "labels": [{"path": str(DEMO_DATA / f"{s}.csv"), "split": s} for s in ("train", "valid", "test")],
         },
-        "train": {"max_epochs": 1},
+        # What is tested is where each job finds its inputs, not the amount of work: few
+        # candidates (one best partner a record) and a short training.
+        "block": {"topk": {"k": 1}},
+        "train": {"max_epochs": 1, "budget_minutes": 0.25},
     }
     config_file = config_dir / "em.yaml"
     config_file.write_text(yaml.safe_dump(config))

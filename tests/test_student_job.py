@@ -66,6 +66,8 @@ def test_train_job_logs_registers_and_loads_by_uri(spark, lake_root, tmp_path):
         ingest={"left": {"path": str(DEMO_DATA / "tableA.csv")}, "right": {"path": str(DEMO_DATA / "tableB.csv")},
                 "labels": labels},
         train={"max_epochs": 2, "batch_size": 8, "budget_minutes": 0.25, "threads": 1, "max_target_tokens": 24},
+        # One best partner a record: about 900 candidates, each with a generated rationale.
+        block={"topk": {"k": 1}},
         score={"rationale": "all", "max_new_tokens": 24},
     )
     lake = Lakehouse.from_config(spark, config)
