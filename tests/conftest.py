@@ -43,7 +43,12 @@ def spark():
     from em_spark.config import SparkConf
     from em_spark.session import get_spark
 
-    session = get_spark(SparkConf(master="local[2]", app_name="em-spark-tests", conf=TEST_SPARK_CONF))
+    # No class data sharing here (em_spark/jvm_classes.py): this JVM lives for the whole
+    # run, and had it claimed the archive of a fresh environment, every job process the
+    # tests start would run without one until the run ends.
+    session = get_spark(
+        SparkConf(master="local[2]", app_name="em-spark-tests", conf=TEST_SPARK_CONF, share_jvm_classes=False)
+    )
     yield session
     session.stop()
 
