@@ -86,8 +86,9 @@ def archive_option(
 
 
 def _forget_gone_installations(folder: Path) -> None:
-    """Delete the archives that nothing can map again: those of PySpark folders that no
-    longer exist, and those without a record of theirs (written by an older em-spark)."""
+    """Delete the archives that nothing can map again, with their records and claims:
+    those of PySpark folders that no longer exist, and those without a record of theirs
+    (written by an older em-spark)."""
     gone = {
         record.name.split(".")[0]
         for record in folder.glob("*.classpath")
@@ -98,6 +99,8 @@ def _forget_gone_installations(folder: Path) -> None:
         if key in gone or not (folder / f"{key}.classpath").is_file():
             archive.unlink(missing_ok=True)
     for key in gone:
+        for claim in folder.glob(f"{key}.*.claim"):
+            claim.unlink(missing_ok=True)
         (folder / f"{key}.classpath").unlink(missing_ok=True)
 
 

@@ -109,6 +109,8 @@ def test_each_pyspark_installation_has_its_own_archive_and_a_gone_ones_is_delete
     option = jvm_classes.archive_option(JARS, "", cache, first)
     archive = cache / (Path(option.split("=", 1)[1]).name.split(".")[0] + ".jsa")
     archive.write_bytes(small_archive)
+    # A claim of the first environment's that nothing will ever promote (its last JVM).
+    (cache / f"{archive.stem}.99999.claim").write_text(f"{_dead_pid()}\n")
     assert jvm_classes.archive_option(JARS, "", cache, first) == f"-XX:SharedArchiveFile={archive}"
     other = jvm_classes.archive_option(JARS, "", cache, second)
     assert other is not None and other.startswith("-XX:ArchiveClassesAtExit=")
@@ -118,6 +120,7 @@ def test_each_pyspark_installation_has_its_own_archive_and_a_gone_ones_is_delete
     first.rmdir()
     jvm_classes.archive_option(JARS, "", cache, second)
     assert not archive.exists() and not archive.with_suffix(".classpath").exists()
+    assert not list(cache.glob(f"{archive.stem}.*"))
     # An archive with no record (an older em-spark's) cannot be told apart: deleted too.
     stray = cache / "0123456789abcdef.jsa"
     stray.write_bytes(small_archive)
